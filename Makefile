@@ -1,0 +1,41 @@
+# make            builds run and quantize (-O2, OpenMP)
+# make OPENMP=    builds without OpenMP (single-threaded, same results)
+# make test       runs every test (needs python3 with numpy, PIL and OpenCV: see README)
+# make demo       makes a tiny random model, converts it and generates text with it
+
+CC ?= cc
+CFLAGS ?= -O2 -g
+OPENMP ?= -fopenmp
+WARN = -std=c11 -Wall -Wextra -Wno-unused-function
+LDLIBS = -lm
+# a python3 that has numpy (the tests' reference implementation needs it)
+PYTHON ?= $(shell for p in /usr/bin/python3 python3; do $$p -c 'import numpy' 2>/dev/null && echo $$p && break; done)
+
+HEADERS = model.h quant.h json.h
+
+all: run quantize
+
+run: run.c $(HEADERS) unicode_table.h
+	$(CC) $(CFLAGS) $(OPENMP) $(WARN) -o $@ run.c $(LDLIBS)
+
+quantize: quantize.c $(HEADERS)
+	$(CC) $(CFLAGS) $(OPENMP) $(WARN) -o $@ quantize.c $(LDLIBS)
+
+export/fixture: export/fixture.c
+	$(CC) $(CFLAGS) $(WARN) -o $@ export/fixture.c $(LDLIBS)
+
+tools: export/fixture
+
+test: all tools
+	@test -n "$(PYTHON)" || { echo "make test: no python3 with numpy found (apt-get install python3-numpy python3-pil python3-opencv)"; exit 1; }
+	$(PYTHON) tests/run_tests.py
+
+demo: all tools
+	export/fixture weights/demo
+	./quantize weights/demo/native weights/demo-q4.bin
+	./run weights/demo-q4.bin -p "Tell me about the project." -n 40 --temp 0
+
+clean:
+	rm -f run quantize export/fixture tests/test_quant
+
+.PHONY: all tools test demo clean
