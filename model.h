@@ -24,6 +24,64 @@
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "the model file is little-endian and read in place: big-endian hosts are not supported"
+// ---- writing a model file (quantize.c, export/synthetic.c)
+
+// The type a tensor is stored in when the big matrices are asked to be `wanted`. Norms stay f32; so
+// does the patch convolution (588-long rows, MODEL.md §9) except in f16 files. In q4 files the output
+// head is q8: it decides every logit (README has the numbers). A matrix whose rows do not split into
+// q4 blocks (256) is q8, and one whose rows do not split into q8 blocks (32) is f16.
+static uint32_t storage_type(const TensorSpec *s, uint32_t wanted) {
+    uint64_t cols = s->shape[1];
+    if (s->n_dims == 1 || wanted == TYPE_F32) return TYPE_F32;
+    if (strstr(s->name, "patch_conv")) return wanted == TYPE_F16 ? TYPE_F16 : TYPE_F32;
+    if (wanted == TYPE_Q4 && strcmp(s->name, "output.weight") == 0) wanted = TYPE_Q8;
+    if (wanted == TYPE_Q4 && cols % 256 != 0) wanted = TYPE_Q8;
+    if (wanted == TYPE_Q8 && cols % 32 != 0) wanted = TYPE_F16;
+    return wanted;
+}
+
+static uint64_t align_up(uint64_t x) { return (x + TENSOR_ALIGN - 1) / TENSOR_ALIGN * TENSOR_ALIGN; }
+
+// Writes zeros up to `offset` (a tensor's start, or the end of the file). 0 ok, -1 on a write error.
+static int write_padding(FILE *f, uint64_t offset) {
+    static const uint8_t zeros[TENSOR_ALIGN];
+    long pos = ftell(f);
+    if (pos < 0 || (uint64_t)pos > offset) return -1;
+    return fwrite(zeros, 1, offset - pos, f) == offset - pos ? 0 : -1;
+}
+
+// Lays out and writes everything before the tensor data: the header (config, counts and sizes in h
+// are set by the caller; offsets here), the tokenizer part, and the directory (names, types and
+// shapes set by the caller; offsets and sizes here). The caller then writes each tensor at
+// dir[i].offset and pads to h->file_bytes. 0 ok, -1 on a write error.
+static int write_model_head(FILE *f, FileHeader *h, TensorInfo *dir, const TokenizerHeader *th,
+                            const uint32_t *vocab_offsets, const uint8_t *vocab_bytes,
+                            const uint32_t *special_offsets, const char *special_bytes, const char *pattern) {
+    memcpy(h->magic, MODEL_MAGIC, 8);
+    h->version = MODEL_VERSION;
+    h->tokenizer_offset = align_up(sizeof(FileHeader));
+    h->tokenizer_bytes = sizeof *th + 4ull * (th->n_vocab + 1) + 4ull * (th->n_special + 1) + th->pattern_bytes +
+                         vocab_offsets[th->n_vocab] + special_offsets[th->n_special];
+    h->directory_offset = align_up(h->tokenizer_offset + h->tokenizer_bytes);
+    uint64_t offset = align_up(h->directory_offset + h->n_tensors * sizeof(TensorInfo));
+    for (uint32_t i = 0; i < h->n_tensors; i++) {
+        uint64_t elements = (uint64_t)dir[i].shape[0] * dir[i].shape[1] * dir[i].shape[2] * dir[i].shape[3];
+        dir[i].bytes = type_bytes(dir[i].type, elements);
+        dir[i].offset = offset;
+        offset = align_up(offset + dir[i].bytes);
+    }
+    h->file_bytes = offset;
+    int ok = fwrite(h, sizeof *h, 1, f) == 1 && write_padding(f, h->tokenizer_offset) == 0 &&
+             fwrite(th, sizeof *th, 1, f) == 1 &&
+             fwrite(vocab_offsets, 4, th->n_vocab + 1, f) == th->n_vocab + 1 &&
+             fwrite(special_offsets, 4, th->n_special + 1, f) == th->n_special + 1 &&
+             fwrite(pattern, 1, th->pattern_bytes, f) == th->pattern_bytes &&
+             fwrite(vocab_bytes, 1, vocab_offsets[th->n_vocab], f) == vocab_offsets[th->n_vocab] &&
+             fwrite(special_bytes, 1, special_offsets[th->n_special], f) == special_offsets[th->n_special] &&
+             write_padding(f, h->directory_offset) == 0 && fwrite(dir, sizeof *dir, h->n_tensors, f) == h->n_tensors;
+    return ok ? 0 : -1;
+}
+
 #endif
 
 // Every hyperparameter of the model. 4-byte fields only, so the struct has no padding.
@@ -100,7 +158,12 @@ typedef struct {
     uint32_t shape[4];           // row-major, unused dims are 1; a matrix is [rows = out][cols = in]
     uint64_t offset;             // from the start of the file, a multiple of TENSOR_ALIGN
     uint64_t bytes;
-} TensorInfo;                    // 128 bytes
+    uint64_t reserved;           // 0
+} TensorInfo;
+
+_Static_assert(sizeof(Config) == 108, "Config is 27 four-byte fields");
+_Static_assert(sizeof(FileHeader) == 160, "FileHeader: 48 bytes, Config, 4 bytes of padding");
+_Static_assert(sizeof(TensorInfo) == 128, "TensorInfo is 128 bytes");
 
 // Bytes of `n` weights in a type (n a multiple of the block size for q8 and q4).
 static inline uint64_t type_bytes(uint32_t type, uint64_t n) {
@@ -211,6 +274,64 @@ static inline int model_tensor_count(const Config *c) {
 
 static inline uint64_t spec_elements(const TensorSpec *s) {
     return (uint64_t)s->shape[0] * s->shape[1] * s->shape[2] * s->shape[3];
+}
+
+// ---- writing a model file (quantize.c, export/synthetic.c)
+
+// The type a tensor is stored in when the big matrices are asked to be `wanted`. Norms stay f32; so
+// does the patch convolution (588-long rows, MODEL.md §9) except in f16 files. In q4 files the output
+// head is q8: it decides every logit (README has the numbers). A matrix whose rows do not split into
+// q4 blocks (256) is q8, and one whose rows do not split into q8 blocks (32) is f16.
+static uint32_t storage_type(const TensorSpec *s, uint32_t wanted) {
+    uint64_t cols = s->shape[1];
+    if (s->n_dims == 1 || wanted == TYPE_F32) return TYPE_F32;
+    if (strstr(s->name, "patch_conv")) return wanted == TYPE_F16 ? TYPE_F16 : TYPE_F32;
+    if (wanted == TYPE_Q4 && strcmp(s->name, "output.weight") == 0) wanted = TYPE_Q8;
+    if (wanted == TYPE_Q4 && cols % 256 != 0) wanted = TYPE_Q8;
+    if (wanted == TYPE_Q8 && cols % 32 != 0) wanted = TYPE_F16;
+    return wanted;
+}
+
+static uint64_t align_up(uint64_t x) { return (x + TENSOR_ALIGN - 1) / TENSOR_ALIGN * TENSOR_ALIGN; }
+
+// Writes zeros up to `offset` (a tensor's start, or the end of the file). 0 ok, -1 on a write error.
+static int write_padding(FILE *f, uint64_t offset) {
+    static const uint8_t zeros[TENSOR_ALIGN];
+    long pos = ftell(f);
+    if (pos < 0 || (uint64_t)pos > offset) return -1;
+    return fwrite(zeros, 1, offset - pos, f) == offset - pos ? 0 : -1;
+}
+
+// Lays out and writes everything before the tensor data: the header (config, counts and sizes in h
+// are set by the caller; offsets here), the tokenizer part, and the directory (names, types and
+// shapes set by the caller; offsets and sizes here). The caller then writes each tensor at
+// dir[i].offset and pads to h->file_bytes. 0 ok, -1 on a write error.
+static int write_model_head(FILE *f, FileHeader *h, TensorInfo *dir, const TokenizerHeader *th,
+                            const uint32_t *vocab_offsets, const uint8_t *vocab_bytes,
+                            const uint32_t *special_offsets, const char *special_bytes, const char *pattern) {
+    memcpy(h->magic, MODEL_MAGIC, 8);
+    h->version = MODEL_VERSION;
+    h->tokenizer_offset = align_up(sizeof(FileHeader));
+    h->tokenizer_bytes = sizeof *th + 4ull * (th->n_vocab + 1) + 4ull * (th->n_special + 1) + th->pattern_bytes +
+                         vocab_offsets[th->n_vocab] + special_offsets[th->n_special];
+    h->directory_offset = align_up(h->tokenizer_offset + h->tokenizer_bytes);
+    uint64_t offset = align_up(h->directory_offset + h->n_tensors * sizeof(TensorInfo));
+    for (uint32_t i = 0; i < h->n_tensors; i++) {
+        uint64_t elements = (uint64_t)dir[i].shape[0] * dir[i].shape[1] * dir[i].shape[2] * dir[i].shape[3];
+        dir[i].bytes = type_bytes(dir[i].type, elements);
+        dir[i].offset = offset;
+        offset = align_up(offset + dir[i].bytes);
+    }
+    h->file_bytes = offset;
+    int ok = fwrite(h, sizeof *h, 1, f) == 1 && write_padding(f, h->tokenizer_offset) == 0 &&
+             fwrite(th, sizeof *th, 1, f) == 1 &&
+             fwrite(vocab_offsets, 4, th->n_vocab + 1, f) == th->n_vocab + 1 &&
+             fwrite(special_offsets, 4, th->n_special + 1, f) == th->n_special + 1 &&
+             fwrite(pattern, 1, th->pattern_bytes, f) == th->pattern_bytes &&
+             fwrite(vocab_bytes, 1, vocab_offsets[th->n_vocab], f) == vocab_offsets[th->n_vocab] &&
+             fwrite(special_bytes, 1, special_offsets[th->n_special], f) == special_offsets[th->n_special] &&
+             write_padding(f, h->directory_offset) == 0 && fwrite(dir, sizeof *dir, h->n_tensors, f) == h->n_tensors;
+    return ok ? 0 : -1;
 }
 
 #endif

@@ -443,13 +443,11 @@ static SourceTensor *find_source(Checkpoint *ck, const char *native) {
 }
 
 // ----------------------------------------------------------------------------
-// the plan: one entry per output tensor, with its source and the type it is stored in
+// the plan: for each output tensor (its TensorInfo in the directory) the source it comes from
 
 typedef struct {
-    TensorSpec spec;
+    const TensorInfo *info;      // name, type, shape, offset in the output
     SourceTensor *src;
-    uint32_t type;
-    uint64_t offset, bytes;
     int permute_heads;           // HF q/k rows to bring back to interleaved-pair order; 0 = none
     int head_dim;
 } PlanEntry;
@@ -457,21 +455,6 @@ typedef struct {
 static int is_qk(const char *name) {
     return strstr(name, "attention.wq.weight") || strstr(name, "attention.wk.weight");
 }
-
-// The type a tensor is stored in, given --type. Norms and the patch convolution (K = 588, MODEL.md
-// §9) stay f32. In q4 files the output head is q8: it decides every logit (see README for numbers).
-// A matrix whose row length does not split into q4 (256) or q8 (32) blocks falls back to f16.
-static uint32_t choose_type(const TensorSpec *s, uint32_t wanted) {
-    uint64_t cols = s->shape[1];
-    if (s->n_dims == 1 || wanted == TYPE_F32) return TYPE_F32;
-    if (strstr(s->name, "patch_conv")) return wanted == TYPE_F16 ? TYPE_F16 : TYPE_F32;
-    if (wanted == TYPE_Q4 && strcmp(s->name, "output.weight") == 0) wanted = TYPE_Q8;
-    if (wanted == TYPE_Q4 && cols % 256 != 0) wanted = TYPE_Q8;
-    if (wanted == TYPE_Q8 && cols % 32 != 0) wanted = TYPE_F16;
-    return wanted;
-}
-
-static uint64_t align_up(uint64_t x) { return (x + TENSOR_ALIGN - 1) / TENSOR_ALIGN * TENSOR_ALIGN; }
 
 // ----------------------------------------------------------------------------
 // converting: source rows -> f32 -> the stored type, a chunk of rows at a time, rows in parallel
@@ -496,8 +479,8 @@ typedef struct { double err2, ref2; uint64_t n, f16_inexact; } ErrorStats;
 
 // Converts rows [r0, r0+nr) of a tensor into `out` and accumulates the quantization error.
 static void convert_rows(const PlanEntry *e, uint64_t r0, uint64_t nr, uint8_t *out, ErrorStats *st) {
-    uint64_t cols = e->spec.n_dims == 1 ? 1 : spec_elements(&e->spec) / e->spec.shape[0];
-    uint64_t row_bytes = type_bytes(e->type, cols);
+    const TensorInfo *t = e->info;
+    uint64_t cols = (uint64_t)t->shape[1] * t->shape[2] * t->shape[3], row_bytes = type_bytes(t->type, cols);
     double err2 = 0, ref2 = 0;
     uint64_t inexact = 0;
     #pragma omp parallel for schedule(dynamic, 1) reduction(+ : err2, ref2, inexact)
@@ -506,7 +489,7 @@ static void convert_rows(const PlanEntry *e, uint64_t r0, uint64_t nr, uint8_t *
         uint64_t src = source_row(e, r0 + r) * cols;
         for (uint64_t i = 0; i < cols; i++) row[i] = source_value(e->src, src + i);
         uint8_t *dst = out + r * row_bytes;
-        switch (e->type) {
+        switch (t->type) {
         case TYPE_F32: memcpy(dst, row, cols * 4); memcpy(back, row, cols * 4); break;
         case TYPE_F16:
             for (uint64_t i = 0; i < cols; i++) {
@@ -573,29 +556,6 @@ static int write_all(FILE *f, const void *p, size_t n, const char *path) {
     return 0;
 }
 
-static int pad_to(FILE *f, uint64_t offset, const char *path) {
-    static const uint8_t zeros[TENSOR_ALIGN];
-    long pos = ftell(f);
-    if (pos < 0 || (uint64_t)pos > offset) return fail("%s: internal layout error", path);
-    return write_all(f, zeros, offset - pos, path);
-}
-
-static uint64_t tokenizer_part_bytes(const TekkenFile *tk) {
-    return sizeof(TokenizerHeader) + 4ull * (tk->n_vocab + 1) + 4ull * (tk->n_special + 1) + strlen(tk->pattern) +
-           tk->vocab_offsets[tk->n_vocab] + tk->special_offsets[tk->n_special];
-}
-
-static int write_tokenizer(FILE *f, const TekkenFile *tk, const char *path) {
-    TokenizerHeader h = {(uint32_t)tk->n_vocab, (uint32_t)tk->n_special, (uint32_t)strlen(tk->pattern), 0};
-    if (write_all(f, &h, sizeof h, path) || write_all(f, tk->vocab_offsets, 4ull * (tk->n_vocab + 1), path) ||
-        write_all(f, tk->special_offsets, 4ull * (tk->n_special + 1), path) ||
-        write_all(f, tk->pattern, h.pattern_bytes, path) ||
-        write_all(f, tk->vocab_bytes, tk->vocab_offsets[tk->n_vocab], path) ||
-        write_all(f, tk->special_bytes, tk->special_offsets[tk->n_special], path))
-        return -1;
-    return 0;
-}
-
 // A tensor "kind" groups the same matrix across layers: "layers.7.attention.wq.weight" -> "attention.wq".
 static void tensor_kind(const char *name, char *kind, size_t size) {
     const char *p = name;
@@ -619,23 +579,23 @@ static void print_summary(const PlanEntry *plan, int n, const ErrorStats *stats,
     uint64_t params = 0, bytes = 0, inexact = 0;
     for (int i = 0; i < n; i++) {
         char kind[MAX_TENSOR_NAME];
-        tensor_kind(plan[i].spec.name, kind, sizeof kind);
+        tensor_kind(plan[i].info->name, kind, sizeof kind);
         int k = 0;
         while (k < n_kinds && strcmp(kinds[k].kind, kind) != 0) k++;
         if (k == n_kinds && n_kinds < 64) {
             memset(&kinds[k], 0, sizeof kinds[k]);
             snprintf(kinds[k].kind, sizeof kinds[k].kind, "%s", kind);
-            kinds[k].type = plan[i].type;
+            kinds[k].type = plan[i].info->type;
             n_kinds++;
         }
         if (k < n_kinds) {
             kinds[k].st.err2 += stats[i].err2;
             kinds[k].st.ref2 += stats[i].ref2;
             kinds[k].st.n += stats[i].n;
-            kinds[k].bytes += plan[i].bytes;
+            kinds[k].bytes += plan[i].info->bytes;
         }
         params += stats[i].n;
-        bytes += plan[i].bytes;
+        bytes += plan[i].info->bytes;
         inexact += stats[i].f16_inexact;
     }
     fprintf(stderr, "%-34s %5s %14s %9s %12s\n", "tensor kind", "type", "parameters", "bits/w", "rel RMS err");
@@ -728,62 +688,50 @@ static int load_checkpoint(Checkpoint *ck, Config *c, TekkenFile *tk) {
     return set_token_ids(c, tk, path);
 }
 
-// Finds every tensor the model needs, checks its shape, and lays out the output file.
-static int make_plan(Checkpoint *ck, const Config *c, uint32_t type, const TekkenFile *tk, PlanEntry *plan,
-                     FileHeader *h) {
+// Finds every tensor the model needs, checks its shape, and fills its directory entry (name, type,
+// shape; write_model_head lays out the offsets) and plan entry.
+static int make_plan(Checkpoint *ck, const Config *c, uint32_t type, TensorInfo *dir, PlanEntry *plan) {
     int n = model_tensor_count(c);
     TensorSpec *specs = malloc(n * sizeof *specs);
     if (!specs) return fail("out of memory");
     model_tensor_specs(c, specs);
-    uint64_t offset = align_up(sizeof(FileHeader));
-    memset(h, 0, sizeof *h);
-    memcpy(h->magic, MODEL_MAGIC, 8);
-    h->version = MODEL_VERSION;
-    h->n_tensors = n;
-    h->config = *c;
-    h->tokenizer_offset = offset;
-    h->tokenizer_bytes = tokenizer_part_bytes(tk);
-    h->directory_offset = offset = align_up(offset + h->tokenizer_bytes);
-    offset = align_up(offset + n * sizeof(TensorInfo));
     int rc = 0;
     for (int i = 0; i < n && rc == 0; i++) {
+        const TensorSpec *s = &specs[i];
         PlanEntry *e = &plan[i];
-        memset(e, 0, sizeof *e);
-        e->spec = specs[i];
-        e->src = find_source(ck, e->spec.name);
+        e->info = &dir[i];
+        e->src = find_source(ck, s->name);
         if (!e->src) {
             char name[256];
-            if (ck->hf_layout) hf_name(e->spec.name, 0, name, sizeof name);
-            else snprintf(name, sizeof name, "%s", e->spec.name);
+            if (ck->hf_layout) hf_name(s->name, 0, name, sizeof name);
+            else snprintf(name, sizeof name, "%s", s->name);
             rc = fail("%s: missing tensor %s", ck->dir, name);
             break;
         }
         e->src->used = 1;
-        uint64_t want = spec_elements(&e->spec), have = 1;
-        for (int d = 0; d < e->src->n_dims; d++) have *= e->src->shape[d];
-        int same = e->src->n_dims == (int)e->spec.n_dims && have == want;
-        for (uint32_t d = 0; same && d < e->spec.n_dims; d++) same = e->src->shape[d] == e->spec.shape[d];
+        int same = e->src->n_dims == (int)s->n_dims;
+        for (uint32_t d = 0; same && d < s->n_dims; d++) same = e->src->shape[d] == s->shape[d];
         if (!same) {
             char got[96] = "", exp[96] = "";
             for (int d = 0; d < e->src->n_dims; d++)
                 snprintf(got + strlen(got), sizeof got - strlen(got), "%s%llu", d ? ", " : "", (unsigned long long)e->src->shape[d]);
-            for (uint32_t d = 0; d < e->spec.n_dims; d++)
-                snprintf(exp + strlen(exp), sizeof exp - strlen(exp), "%s%u", d ? ", " : "", e->spec.shape[d]);
+            for (uint32_t d = 0; d < s->n_dims; d++)
+                snprintf(exp + strlen(exp), sizeof exp - strlen(exp), "%s%u", d ? ", " : "", s->shape[d]);
             rc = fail("%s: tensor %s has shape [%s] but the config implies [%s]", ck->files[e->src->file].path,
                       e->src->name, got, exp);
             break;
         }
-        e->type = choose_type(&e->spec, type);
-        e->bytes = type_bytes(e->type, want);
-        e->offset = offset;
-        offset = align_up(offset + e->bytes);
-        if (ck->hf_layout && is_qk(e->spec.name)) {
-            int vision = strncmp(e->spec.name, "vision_encoder.", 15) == 0;
+        memset(&dir[i], 0, sizeof dir[i]);
+        memcpy(dir[i].name, s->name, MAX_TENSOR_NAME);
+        dir[i].type = storage_type(s, type);
+        dir[i].n_dims = s->n_dims;
+        memcpy(dir[i].shape, s->shape, sizeof dir[i].shape);
+        if (ck->hf_layout && is_qk(s->name)) {
+            int vision = strncmp(s->name, "vision_encoder.", 15) == 0;
             e->head_dim = vision ? c->vision_head_dim : c->head_dim;
-            e->permute_heads = e->spec.shape[0] / e->head_dim;
+            e->permute_heads = s->shape[0] / e->head_dim;
         }
     }
-    h->file_bytes = offset;
     free(specs);
     if (rc) return rc;
     for (int i = 0; i < ck->n_tensors; i++)
@@ -809,31 +757,23 @@ static int convert(const Options *o) {
     if (load_checkpoint(&ck, &c, &tk)) return -1;
     int n = model_tensor_count(&c);
     PlanEntry *plan = calloc(n, sizeof *plan);
+    TensorInfo *dir = calloc(n, sizeof *dir);
     ErrorStats *stats = calloc(n, sizeof *stats);
-    FileHeader h;
-    if (!plan || !stats) return fail("out of memory");
-    if (make_plan(&ck, &c, o->type, &tk, plan, &h)) return -1;
-    fprintf(stderr, "%s: %s layout, %d layers, %d vision layers, %d tensors -> %s (%.2f GB)\n", o->src_dir,
-            ck.hf_layout ? "Hugging Face" : "native", c.n_layers, c.vision_layers, n, o->out_path, h.file_bytes / 1e9);
+    if (!plan || !dir || !stats) return fail("out of memory");
+    if (make_plan(&ck, &c, o->type, dir, plan)) return -1;
 
     snprintf(tmp_path, sizeof tmp_path, "%s.tmp%d", o->out_path, (int)getpid());
     signal(SIGINT, remove_tmp_on_signal);
     signal(SIGTERM, remove_tmp_on_signal);
     FILE *f = fopen(tmp_path, "wb");
     if (!f) return fail("%s: %s", tmp_path, strerror(errno));
-    int rc = write_all(f, &h, sizeof h, tmp_path) || pad_to(f, h.tokenizer_offset, tmp_path) ||
-             write_tokenizer(f, &tk, tmp_path) || pad_to(f, h.directory_offset, tmp_path);
-    for (int i = 0; i < n && rc == 0; i++) {
-        TensorInfo info;
-        memset(&info, 0, sizeof info);
-        memcpy(info.name, plan[i].spec.name, MAX_TENSOR_NAME);
-        info.type = plan[i].type;
-        info.n_dims = plan[i].spec.n_dims;
-        memcpy(info.shape, plan[i].spec.shape, sizeof info.shape);
-        info.offset = plan[i].offset;
-        info.bytes = plan[i].bytes;
-        rc = write_all(f, &info, sizeof info, tmp_path);
-    }
+    FileHeader h = {.n_tensors = n, .config = c};
+    TokenizerHeader th = {tk.n_vocab, tk.n_special, strlen(tk.pattern), 0};
+    int rc = write_model_head(f, &h, dir, &th, tk.vocab_offsets, tk.vocab_bytes, tk.special_offsets,
+                              tk.special_bytes, tk.pattern);
+    if (rc) rc = fail("%s: write failed: %s", tmp_path, strerror(errno));
+    fprintf(stderr, "%s: %s layout, %d layers, %d vision layers, %d tensors -> %s (%.2f GB)\n", o->src_dir,
+            ck.hf_layout ? "Hugging Face" : "native", c.n_layers, c.vision_layers, n, o->out_path, h.file_bytes / 1e9);
 
     Progress p = {0, 0, now_seconds(), isatty(2), -5};
     for (int i = 0; i < n; i++) p.total += plan[i].src->bytes;
@@ -842,14 +782,14 @@ static int convert(const Options *o) {
     if (!chunk) rc = fail("out of memory");
     for (int i = 0; i < n && rc == 0; i++) {
         PlanEntry *e = &plan[i];
-        uint64_t rows = e->spec.shape[0], row_bytes = e->bytes / rows;
+        uint64_t rows = e->info->shape[0], row_bytes = e->info->bytes / rows;
         uint64_t rows_per_chunk = chunk_cap / row_bytes ? chunk_cap / row_bytes : 1;
         if (rows_per_chunk * row_bytes > chunk_cap) {
             free(chunk);
             chunk_cap = rows_per_chunk * row_bytes;
             if (!(chunk = malloc(chunk_cap))) { rc = fail("out of memory"); break; }
         }
-        rc = pad_to(f, e->offset, tmp_path);
+        if (write_padding(f, e->info->offset)) rc = fail("%s: write failed: %s", tmp_path, strerror(errno));
         for (uint64_t r = 0; r < rows && rc == 0; r += rows_per_chunk) {
             uint64_t nr = rows - r < rows_per_chunk ? rows - r : rows_per_chunk;
             convert_rows(e, r, nr, chunk, &stats[i]);
@@ -860,7 +800,7 @@ static int convert(const Options *o) {
         release_source(&ck, e->src);
     }
     free(chunk);
-    if (rc == 0) rc = pad_to(f, h.file_bytes, tmp_path);
+    if (rc == 0 && write_padding(f, h.file_bytes)) rc = fail("%s: write failed: %s", tmp_path, strerror(errno));
     if (fflush(f) != 0 || fsync(fileno(f)) != 0) rc = rc ? rc : fail("%s: write failed: %s", tmp_path, strerror(errno));
     if (fclose(f) != 0 && rc == 0) rc = fail("%s: write failed: %s", tmp_path, strerror(errno));
     if (rc == 0 && rename(tmp_path, o->out_path) != 0) rc = fail("%s: %s", o->out_path, strerror(errno));
@@ -874,6 +814,7 @@ static int convert(const Options *o) {
     for (int i = 0; i < ck.n_files; i++) munmap(ck.files[i].map, ck.files[i].size);
     free(ck.tensors);
     free(plan);
+    free(dir);
     free(stats);
     tekken_free(&tk);
     return 0;
