@@ -24,7 +24,10 @@ quantize: quantize.c $(HEADERS)
 export/fixture: export/fixture.c
 	$(CC) $(CFLAGS) $(WARN) -o $@ export/fixture.c $(LDLIBS)
 
-tools: export/fixture
+export/synthetic: export/synthetic.c $(HEADERS)
+	$(CC) $(CFLAGS) $(WARN) -o $@ export/synthetic.c $(LDLIBS)
+
+tools: export/fixture export/synthetic
 
 test: all tools
 	@test -n "$(PYTHON)" || { echo "make test: no python3 with numpy found (apt-get install python3-numpy python3-pil python3-opencv)"; exit 1; }
@@ -36,6 +39,7 @@ demo: all tools
 	./run weights/demo-q4.bin -p "Tell me about the project." -n 40 --temp 0
 
 clean:
-	rm -f run quantize export/fixture tests/test_quant
+	rm -f run quantize export/fixture export/synthetic
+	rm -rf tests/build
 
 .PHONY: all tools test demo clean
