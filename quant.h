@@ -1,7 +1,8 @@
 // quant.h: the number formats shared by quantize.c (converter), run.c (runtime) and the tests.
 //
 //   fp16, bf16   half floats, converted by bit manipulation (no compiler support needed)
-//   q8           BlockQ8: 32 values with one fp16 scale, 8.5 bits/value; weights and run-time activations
+//   q8           BlockQ8: 32 values with one fp16 scale, 8.5 bits/value (weights)
+//   activations  BlockQ8A: 32 values with one float scale, quantized at run time for the q8 and q4 dot products
 //   q4           BlockQ4: 256 weights in 8 sub-blocks of 32, each with a 6-bit scale and minimum, 4.5 bits/weight
 //
 // API (n is a multiple of the block size: 32 for q8, 256 for q4):
@@ -10,8 +11,9 @@
 //   void quantize_q8(const float *x, BlockQ8 *out, int n);        void dequantize_q8(const BlockQ8 *in, float *out, int n);
 //   void quantize_q4(const float *x, BlockQ4 *out, int n);        void dequantize_q4(const BlockQ4 *in, float *out, int n);
 //   float dot_f16_f32(const uint16_t *w, const float *x, int n);
-//   float dot_q8_q8(const BlockQ8 *w, const BlockQ8 *x, int n);   x: activations quantized with quantize_q8
-//   float dot_q4_q8(const BlockQ4 *w, const BlockQ8 *x, int n);
+//   void quantize_activations(const float *x, BlockQ8A *out, int n);
+//   float dot_q8_q8(const BlockQ8 *w, const BlockQ8A *x, int n);  x: activations from quantize_activations
+//   float dot_q4_q8(const BlockQ4 *w, const BlockQ8A *x, int n);
 //
 // Each format has a plain quantize and dequantize function, and the dot products at the end are the readable
 // definitions that any faster (SIMD) version in run.c must agree with. No function keeps state: all are
@@ -78,20 +80,22 @@ typedef struct {
 } BlockQ8;             // 32 values in 34 bytes = 8.5 bits per value
 _Static_assert(sizeof(BlockQ8) == 34, "BlockQ8 must have no padding: it is the file format");
 
-// n must be a multiple of 32. The scale maps the largest magnitude to 127; the levels are computed from the
-// fp16-rounded scale, so they match what dequantization multiplies by, and each value is off by at most d/2
-// (for magnitudes up to 127 * 65504, the largest fp16 scale; larger values saturate).
+// n must be a multiple of 32. The scale d is amax/127 rounded to fp16, upwards if need be so that no value needs a
+// level beyond 127, and the levels are computed from that fp16 d: each value is then off by at most d/2 (for
+// magnitudes up to 127 * 65504, the largest fp16 scale; larger values saturate).
 static inline void quantize_q8(const float *x, BlockQ8 *out, int n) {
     for (int b = 0; b < n / QK8; b++, x += QK8) {
         float amax = 0.0f;
         for (int i = 0; i < QK8; i++) amax = fabsf(x[i]) > amax ? fabsf(x[i]) : amax;
         float d = amax / 127.0f;
-        out[b].d = f32_to_fp16(d < 65504.0f ? d : 65504.0f);
-        d = fp16_to_f32(out[b].d);
-        float inv = d > 0.0f ? 1.0f / d : 0.0f;              // d is 0 for blocks too small for fp16: all q = 0
+        uint16_t h = f32_to_fp16(d < 65504.0f ? d : 65504.0f);
+        if (fp16_to_f32(h) * 127.0f < amax && h < 0x7bff) h++;  // the next fp16 value up
+        out[b].d = h;
+        d = fp16_to_f32(h);
+        float inv = d > 0.0f ? 1.0f / d : 0.0f;                 // d = 0 only for an all-zero block
         for (int i = 0; i < QK8; i++) {
             float v = x[i] * inv;
-            v = v < 127.0f ? v : 127.0f;    // (fp16 rounding can put amax/d a little above 127)
+            v = v < 127.0f ? v : 127.0f;
             v = v > -127.0f ? v : -127.0f;
             out[b].q[i] = (int8_t)(v >= 0.0f ? v + 0.5f : v - 0.5f);  // round half away from zero
         }
@@ -122,7 +126,7 @@ typedef struct {
 } BlockQ4;               // 256 weights in 144 bytes = 4.5 bits per weight
 _Static_assert(sizeof(BlockQ4) == 144, "BlockQ4 must have no padding: it is the file format");
 
-// v[0..7] = sc[0..7], v[8..15] = mn[0..7]
+// The 16 six-bit values of scales[]: v[0..7] = sc[0..7], v[8..15] = mn[0..7].
 static inline void q4_unpack_scales(const uint8_t packed[12], int v[16]) {
     for (int g = 0; g < 4; g++) {
         uint32_t bits = packed[3 * g] | (uint32_t)packed[3 * g + 1] << 8 | (uint32_t)packed[3 * g + 2] << 16;
@@ -166,7 +170,8 @@ static inline void dequantize_q4(const BlockQ4 *in, float *out, int n) {
 //      6-bit (sc, mn) that its error formula below (levels of step 1) ranks best, and the total decides;
 //   3. d and dmin re-fitted by least squares to those integers and levels;
 //   4. per sub-block, the chosen (sc, mn) and its neighbours, each with its levels re-assigned: exact errors.
-// Steps 1-3 only propose; step 4 measures. This is about 45 ns per weight on one core.
+// Steps 1-3 only propose; step 4 measures. About 45 ns per weight on one x86-64 core at -O2 (the test
+// measures it), most of it in q4_assign_levels.
 //
 // With the levels l_i fixed, a sub-block's error is a quadratic in (S, M) that needs five sums only:
 //   err(S, M) = sum (x_i - S*l_i + M)^2 = sxx - 2*S*slx + 2*M*sx + S^2*sll - 2*S*M*sl + 32*M^2
@@ -279,6 +284,7 @@ static inline float q4_choose_ints(const Q4Sums *sums, const float *S, float d, 
         const Q4Sums *s = &sums[j];
         int c = q4_nearest_int(S[j] * inv_d, 63);
         float best = INFINITY;
+        v[j] = c; v[8 + j] = 0;  // (kept only if every error is NaN, from absurdly large inputs)
         for (int sc = (c > 0 ? c - 1 : 0); sc <= c + 1 && sc <= 63; sc++) {
             float Ssc = d * sc, Mbest = (Ssc * s->sl - s->sx) / 32;  // d err / dM = 0
             int mn = q4_nearest_int(Mbest * inv_dmin, 63);
@@ -301,7 +307,8 @@ static inline void quantize_q4_block(const float *x, BlockQ4 *out) {
         mmax = M[j] > mmax ? M[j] : mmax;
     }
 
-    // step 2: d = max(S)/63 maps the largest scale to 63; a slightly larger d can suit the other sub-blocks better
+    // step 2: d = max(S)/63 maps the largest scale to 63, but a slightly larger d can suit the other sub-blocks'
+    // scales better; likewise dmin
     int v[16], try_v[16];
     float d = fp16_round(smax / 63), dmin = fp16_round(mmax / 63);
     float err = q4_choose_ints(sums, S, d, dmin, v);
@@ -349,7 +356,8 @@ static inline void quantize_q4_block(const float *x, BlockQ4 *out) {
             float e = q4_error(&s, d * sc, dmin * mn);
             if (e < best) { best = e; v[j] = sc; v[8 + j] = mn; }
         }
-        q4_assign_levels(x + 32 * j, d * v[j], dmin * v[8 + j], &sums[j], q + 32 * j);
+        Q4Sums s;
+        q4_assign_levels(x + 32 * j, d * v[j], dmin * v[8 + j], &s, q + 32 * j);
     }
 
     out->d = f32_to_fp16(d);
@@ -365,7 +373,32 @@ static inline void quantize_q4(const float *x, BlockQ4 *out, int n) {
 }
 
 // ----------------------------------------------------------------------------
-// Dot products: the reference definitions. x is an activation vector quantized with quantize_q8.
+// Activations: quantized at run time to blocks of 32 int8 with a float scale, so that q8 and q4 weights are
+// multiplied with integer dot products. Not stored, so a float scale costs nothing; an fp16 scale would turn
+// subnormal for blocks whose largest value is below 127 * 2^-14 = 7.8e-3 and lose precision there.
+
+typedef struct {
+    float d;           // scale
+    int8_t q[QK8];     // value i = d * q[i], q in -127..127
+} BlockQ8A;
+
+static inline void quantize_activations(const float *x, BlockQ8A *out, int n) {
+    for (int b = 0; b < n / QK8; b++, x += QK8) {
+        float amax = 0.0f;
+        for (int i = 0; i < QK8; i++) amax = fabsf(x[i]) > amax ? fabsf(x[i]) : amax;
+        float d = amax / 127.0f, inv = d > 0.0f ? 1.0f / d : 0.0f;
+        out[b].d = d;
+        for (int i = 0; i < QK8; i++) {
+            float v = x[i] * inv;
+            v = v < 127.0f ? v : 127.0f;  // x * (1/d) can round just above 127
+            v = v > -127.0f ? v : -127.0f;
+            out[b].q[i] = (int8_t)(v >= 0.0f ? v + 0.5f : v - 0.5f);  // round half away from zero
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------
+// Dot products: the reference definitions. x is an activation vector from quantize_activations.
 
 static inline float dot_f16_f32(const uint16_t *w, const float *x, int n) {
     float sum = 0.0f;
@@ -373,26 +406,26 @@ static inline float dot_f16_f32(const uint16_t *w, const float *x, int n) {
     return sum;
 }
 
-static inline float dot_q8_q8(const BlockQ8 *w, const BlockQ8 *x, int n) {
+static inline float dot_q8_q8(const BlockQ8 *w, const BlockQ8A *x, int n) {
     float sum = 0.0f;
     for (int b = 0; b < n / QK8; b++) {
         int32_t isum = 0;
         for (int i = 0; i < QK8; i++) isum += w[b].q[i] * x[b].q[i];
-        sum += fp16_to_f32(w[b].d) * fp16_to_f32(x[b].d) * (float)isum;
+        sum += fp16_to_f32(w[b].d) * x[b].d * (float)isum;
     }
     return sum;
 }
 
 // Sub-block j of super-block b pairs with activation block 8b+j:
 //   sum_i w_i x_i = d*sc[j]*dx * sum_i q_i xq_i  -  dmin*mn[j]*dx * sum_i xq_i
-static inline float dot_q4_q8(const BlockQ4 *w, const BlockQ8 *x, int n) {
+static inline float dot_q4_q8(const BlockQ4 *w, const BlockQ8A *x, int n) {
     float sum = 0.0f;
     for (int b = 0; b < n / QK4; b++) {
         float d = fp16_to_f32(w[b].d), dmin = fp16_to_f32(w[b].dmin);
         int v[16];
         q4_unpack_scales(w[b].scales, v);
         for (int j = 0; j < 8; j++) {
-            const BlockQ8 *xb = &x[8 * b + j];
+            const BlockQ8A *xb = &x[8 * b + j];
             const uint8_t *qs = w[b].qs + 32 * (j / 2);
             int shift = 4 * (j % 2);  // even sub-blocks in the low nibbles, odd ones in the high
             int32_t qx = 0, xsum = 0;
@@ -400,7 +433,7 @@ static inline float dot_q4_q8(const BlockQ4 *w, const BlockQ8 *x, int n) {
                 qx += ((qs[i] >> shift) & 15) * xb->q[i];
                 xsum += xb->q[i];
             }
-            float dx = fp16_to_f32(xb->d);
+            float dx = xb->d;
             sum += d * v[j] * dx * (float)qx - dmin * v[8 + j] * dx * (float)xsum;
         }
     }

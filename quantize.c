@@ -739,12 +739,13 @@ static int make_plan(Checkpoint *ck, const Config *c, uint32_t type, TensorInfo 
     return 0;
 }
 
-// Returns the source pages of a converted tensor to the kernel so RSS stays bounded.
-static void release_source(const Checkpoint *ck, const SourceTensor *s) {
-    long page = sysconf(_SC_PAGESIZE);
+// Returns the pages of source bytes [begin, end) of a tensor to the kernel once converted, so that
+// RSS stays near one chunk however large the tensor (the embeddings are 1.3 GB in bf16).
+static void release_source(const Checkpoint *ck, const SourceTensor *s, uint64_t begin, uint64_t end) {
+    uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
     const MappedFile *mf = &ck->files[s->file];
-    uint64_t b = (uint64_t)(s->data - mf->map) / page * page, e = (uint64_t)(s->data - mf->map) + s->bytes;
-    madvise(mf->map + b, e - b, MADV_DONTNEED);
+    uint64_t b = ((uint64_t)(s->data - mf->map) + begin) / page * page, e = (uint64_t)(s->data - mf->map) + end;
+    if (e > b) madvise(mf->map + b, e - b, MADV_DONTNEED);
 }
 
 static int convert(const Options *o) {
@@ -794,10 +795,11 @@ static int convert(const Options *o) {
             uint64_t nr = rows - r < rows_per_chunk ? rows - r : rows_per_chunk;
             convert_rows(e, r, nr, chunk, &stats[i]);
             rc = write_all(f, chunk, nr * row_bytes, tmp_path);
+            if (!e->permute_heads) release_source(&ck, e->src, e->src->bytes / rows * r, e->src->bytes / rows * (r + nr));
             p.done += e->src->bytes * nr / rows;
             progress_show(&p, 0);
         }
-        release_source(&ck, e->src);
+        release_source(&ck, e->src, 0, e->src->bytes);
     }
     free(chunk);
     if (rc == 0 && write_padding(f, h.file_bytes)) rc = fail("%s: write failed: %s", tmp_path, strerror(errno));

@@ -806,22 +806,22 @@ static void dequantize_row(const Tensor *w, int row, float *out) {
 }
 
 // out (n, w->rows) = x (n, w->cols) · wᵀ, i.e. out[t][r] = Σ_i w[r][i] x[t][i] for each of n tokens.
-// q8 and q4 weights are multiplied with activations quantized to q8 (quant.h has the dot products).
+// q8 and q4 weights are multiplied with activations quantized to 8 bits (quant.h has the dot products).
 // Each weight row is read once for all n tokens: with a batch, the weights stay in cache.
 static void matmul(float *out, const float *x, int n, const Tensor *w) {
     int rows = w->rows, cols = w->cols;
     size_t row_bytes = type_bytes(w->type, cols);
-    BlockQ8 *xq = NULL;
+    BlockQ8A *xq = NULL;
     if (w->type == TYPE_Q8 || w->type == TYPE_Q4) {
-        xq = malloc((size_t)n * (cols / QK8) * sizeof(BlockQ8));
-        for (int t = 0; t < n; t++) quantize_q8(x + (size_t)t * cols, xq + (size_t)t * (cols / QK8), cols);
+        xq = malloc((size_t)n * (cols / QK8) * sizeof(BlockQ8A));
+        for (int t = 0; t < n; t++) quantize_activations(x + (size_t)t * cols, xq + (size_t)t * (cols / QK8), cols);
     }
     #pragma omp parallel for schedule(static)
     for (int r = 0; r < rows; r++) {
         const void *row = (const uint8_t *)w->data + r * row_bytes;
         for (int t = 0; t < n; t++) {
             const float *xt = x + (size_t)t * cols;
-            const BlockQ8 *xqt = xq + (size_t)t * (cols / QK8);
+            const BlockQ8A *xqt = xq + (size_t)t * (cols / QK8);
             float sum = 0.0f;
             switch (w->type) {
             case TYPE_F32: for (int i = 0; i < cols; i++) sum += ((const float *)row)[i] * xt[i]; break;
@@ -1122,7 +1122,8 @@ static int feed(Session *ss, const int *ids, int n) {
     const Config *c = &ss->model->config;
     RunState *s = &ss->state;
     if (ss->pos + n > s->seq_len)
-        return fail("the prompt needs %d tokens but the context holds %d (-c %d)", ss->pos + n, s->seq_len, s->seq_len);
+        return fail("the %s needs %d tokens but the context holds %d (-c %d)", ss->pos ? "conversation" : "prompt",
+                    ss->pos + n, s->seq_len, s->seq_len);
     for (int done = 0; done < n;) {
         int b = n - done < s->max_batch ? n - done : s->max_batch;
         embed_tokens(ss->model, s, ids + done, b);
