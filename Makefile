@@ -6,7 +6,7 @@
 CC ?= cc
 CFLAGS ?= -O2 -g
 OPENMP ?= -fopenmp
-WARN = -std=c11 -Wall -Wextra -Wno-unused-function
+WARN = -std=c11 -Wall -Wextra
 LDLIBS = -lm
 # a python3 that has numpy (the tests' reference implementation needs it)
 PYTHON ?= $(shell for p in /usr/bin/python3 python3; do $$p -c 'import numpy' 2>/dev/null && echo $$p && break; done)

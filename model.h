@@ -13,6 +13,7 @@
 #ifndef MODEL_H
 #define MODEL_H
 
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -24,65 +25,19 @@
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "the model file is little-endian and read in place: big-endian hosts are not supported"
-// ---- writing a model file (quantize.c, export/synthetic.c)
-
-// The type a tensor is stored in when the big matrices are asked to be `wanted`. Norms stay f32; so
-// does the patch convolution (588-long rows, MODEL.md §9) except in f16 files. In q4 files the output
-// head is q8: it decides every logit (README has the numbers). A matrix whose rows do not split into
-// q4 blocks (256) is q8, and one whose rows do not split into q8 blocks (32) is f16.
-static uint32_t storage_type(const TensorSpec *s, uint32_t wanted) {
-    uint64_t cols = s->shape[1];
-    if (s->n_dims == 1 || wanted == TYPE_F32) return TYPE_F32;
-    if (strstr(s->name, "patch_conv")) return wanted == TYPE_F16 ? TYPE_F16 : TYPE_F32;
-    if (wanted == TYPE_Q4 && strcmp(s->name, "output.weight") == 0) wanted = TYPE_Q8;
-    if (wanted == TYPE_Q4 && cols % 256 != 0) wanted = TYPE_Q8;
-    if (wanted == TYPE_Q8 && cols % 32 != 0) wanted = TYPE_F16;
-    return wanted;
-}
-
-static uint64_t align_up(uint64_t x) { return (x + TENSOR_ALIGN - 1) / TENSOR_ALIGN * TENSOR_ALIGN; }
-
-// Writes zeros up to `offset` (a tensor's start, or the end of the file). 0 ok, -1 on a write error.
-static int write_padding(FILE *f, uint64_t offset) {
-    static const uint8_t zeros[TENSOR_ALIGN];
-    long pos = ftell(f);
-    if (pos < 0 || (uint64_t)pos > offset) return -1;
-    return fwrite(zeros, 1, offset - pos, f) == offset - pos ? 0 : -1;
-}
-
-// Lays out and writes everything before the tensor data: the header (config, counts and sizes in h
-// are set by the caller; offsets here), the tokenizer part, and the directory (names, types and
-// shapes set by the caller; offsets and sizes here). The caller then writes each tensor at
-// dir[i].offset and pads to h->file_bytes. 0 ok, -1 on a write error.
-static int write_model_head(FILE *f, FileHeader *h, TensorInfo *dir, const TokenizerHeader *th,
-                            const uint32_t *vocab_offsets, const uint8_t *vocab_bytes,
-                            const uint32_t *special_offsets, const char *special_bytes, const char *pattern) {
-    memcpy(h->magic, MODEL_MAGIC, 8);
-    h->version = MODEL_VERSION;
-    h->tokenizer_offset = align_up(sizeof(FileHeader));
-    h->tokenizer_bytes = sizeof *th + 4ull * (th->n_vocab + 1) + 4ull * (th->n_special + 1) + th->pattern_bytes +
-                         vocab_offsets[th->n_vocab] + special_offsets[th->n_special];
-    h->directory_offset = align_up(h->tokenizer_offset + h->tokenizer_bytes);
-    uint64_t offset = align_up(h->directory_offset + h->n_tensors * sizeof(TensorInfo));
-    for (uint32_t i = 0; i < h->n_tensors; i++) {
-        uint64_t elements = (uint64_t)dir[i].shape[0] * dir[i].shape[1] * dir[i].shape[2] * dir[i].shape[3];
-        dir[i].bytes = type_bytes(dir[i].type, elements);
-        dir[i].offset = offset;
-        offset = align_up(offset + dir[i].bytes);
-    }
-    h->file_bytes = offset;
-    int ok = fwrite(h, sizeof *h, 1, f) == 1 && write_padding(f, h->tokenizer_offset) == 0 &&
-             fwrite(th, sizeof *th, 1, f) == 1 &&
-             fwrite(vocab_offsets, 4, th->n_vocab + 1, f) == th->n_vocab + 1 &&
-             fwrite(special_offsets, 4, th->n_special + 1, f) == th->n_special + 1 &&
-             fwrite(pattern, 1, th->pattern_bytes, f) == th->pattern_bytes &&
-             fwrite(vocab_bytes, 1, vocab_offsets[th->n_vocab], f) == vocab_offsets[th->n_vocab] &&
-             fwrite(special_bytes, 1, special_offsets[th->n_special], f) == special_offsets[th->n_special] &&
-             write_padding(f, h->directory_offset) == 0 && fwrite(dir, sizeof *dir, h->n_tensors, f) == h->n_tensors;
-    return ok ? 0 : -1;
-}
-
 #endif
+
+// Errors in the programs travel up as a non-zero return with the message in error_msg (fail()
+// returns -1); main prints it as one line. Helpers never exit.
+static char error_msg[1024];
+
+static inline int fail(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(error_msg, sizeof error_msg, fmt, ap);
+    va_end(ap);
+    return -1;
+}
 
 // Every hyperparameter of the model. 4-byte fields only, so the struct has no padding.
 typedef struct {
@@ -183,7 +138,7 @@ static inline const char *type_name(uint32_t type) {
 
 // Sizes that the forward pass divides by or allocates from must be sane before anything trusts them.
 // Returns 0, or 1 with the reason in err.
-static int config_check(const Config *c, char *err, size_t size) {
+static inline int config_check(const Config *c, char *err, size_t size) {
     const char *why = NULL;
     if (c->dim <= 0 || c->n_layers <= 0 || c->n_heads <= 0 || c->n_kv_heads <= 0 || c->head_dim <= 0 ||
         c->hidden_dim <= 0 || c->vocab_size <= 0 || c->max_seq_len <= 0 || c->dim > 65536 || c->n_layers > 1024 ||
@@ -214,7 +169,7 @@ typedef struct {
     uint32_t shape[4];
 } TensorSpec;
 
-static void spec_set(TensorSpec *s, const char *name, uint32_t n_dims, uint32_t d0, uint32_t d1, uint32_t d2,
+static inline void spec_set(TensorSpec *s, const char *name, uint32_t n_dims, uint32_t d0, uint32_t d1, uint32_t d2,
                      uint32_t d3) {
     memset(s, 0, sizeof *s);  // the name is written to files NUL-padded
     snprintf(s->name, sizeof s->name, "%s", name);
@@ -223,7 +178,7 @@ static void spec_set(TensorSpec *s, const char *name, uint32_t n_dims, uint32_t 
 }
 
 // Fills `out` (room for model_tensor_count(c) entries) and returns the count.
-static int model_tensor_specs(const Config *c, TensorSpec *out) {
+static inline int model_tensor_specs(const Config *c, TensorSpec *out) {
     int n = 0;
     char name[MAX_TENSOR_NAME];
     uint32_t q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim;
@@ -282,7 +237,7 @@ static inline uint64_t spec_elements(const TensorSpec *s) {
 // does the patch convolution (588-long rows, MODEL.md §9) except in f16 files. In q4 files the output
 // head is q8: it decides every logit (README has the numbers). A matrix whose rows do not split into
 // q4 blocks (256) is q8, and one whose rows do not split into q8 blocks (32) is f16.
-static uint32_t storage_type(const TensorSpec *s, uint32_t wanted) {
+static inline uint32_t storage_type(const TensorSpec *s, uint32_t wanted) {
     uint64_t cols = s->shape[1];
     if (s->n_dims == 1 || wanted == TYPE_F32) return TYPE_F32;
     if (strstr(s->name, "patch_conv")) return wanted == TYPE_F16 ? TYPE_F16 : TYPE_F32;
@@ -292,10 +247,10 @@ static uint32_t storage_type(const TensorSpec *s, uint32_t wanted) {
     return wanted;
 }
 
-static uint64_t align_up(uint64_t x) { return (x + TENSOR_ALIGN - 1) / TENSOR_ALIGN * TENSOR_ALIGN; }
+static inline uint64_t align_up(uint64_t x) { return (x + TENSOR_ALIGN - 1) / TENSOR_ALIGN * TENSOR_ALIGN; }
 
 // Writes zeros up to `offset` (a tensor's start, or the end of the file). 0 ok, -1 on a write error.
-static int write_padding(FILE *f, uint64_t offset) {
+static inline int write_padding(FILE *f, uint64_t offset) {
     static const uint8_t zeros[TENSOR_ALIGN];
     long pos = ftell(f);
     if (pos < 0 || (uint64_t)pos > offset) return -1;
@@ -306,7 +261,7 @@ static int write_padding(FILE *f, uint64_t offset) {
 // are set by the caller; offsets here), the tokenizer part, and the directory (names, types and
 // shapes set by the caller; offsets and sizes here). The caller then writes each tensor at
 // dir[i].offset and pads to h->file_bytes. 0 ok, -1 on a write error.
-static int write_model_head(FILE *f, FileHeader *h, TensorInfo *dir, const TokenizerHeader *th,
+static inline int write_model_head(FILE *f, FileHeader *h, TensorInfo *dir, const TokenizerHeader *th,
                             const uint32_t *vocab_offsets, const uint8_t *vocab_bytes,
                             const uint32_t *special_offsets, const char *special_bytes, const char *pattern) {
     memcpy(h->magic, MODEL_MAGIC, 8);

@@ -32,17 +32,6 @@
 #include "model.h"
 #include "quant.h"
 
-// Errors travel up as a non-zero return with the message in this buffer; main prints it.
-static char error_msg[1024];
-
-static int fail(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(error_msg, sizeof error_msg, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
 // ----------------------------------------------------------------------------
 // reading files: JSON files, and read-only mappings of safetensors files
 

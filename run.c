@@ -32,17 +32,6 @@ file format; quant.h the q4/q8/f16 number formats and their dot products.
 #include "quant.h"           // q4, q8, f16: quantize, dequantize, dot products
 #include "unicode_table.h"   // Unicode general categories and White_Space, as sorted ranges
 
-// Errors travel up as a non-zero return with the message here; main prints it as one line.
-static char error_msg[1024];
-
-static int fail(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(error_msg, sizeof error_msg, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
 // ----------------------------------------------------------------------------
 // the model file: mapped read-only, checked before anything is used (model.h has the layout)
 

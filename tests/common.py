@@ -22,6 +22,15 @@ def run(args, input=None, timeout=600):
     return p.returncode, p.stdout, p.stderr
 
 
+def run_text(args, input=None, timeout=600):
+    """run, for programs whose output may hold any bytes (a random model's generated tokens can spell
+    U+FFFD): feeds bytes, decodes stdout and stderr with U+FFFD for invalid sequences."""
+    if isinstance(input, str):
+        input = input.encode()
+    rc, out, err = run(args, input=b"" if input is None else input, timeout=timeout)
+    return rc, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+
+
 def scratch(name):
     """A fresh folder under tests/build for one test."""
     d = tempfile.mkdtemp(prefix=name + "-", dir=BUILD)

@@ -21,13 +21,7 @@ PROMPT_IDS = GOLDEN_IDS[:GOLDEN_IDS.index(END_INST) + 1]     # 36 ids: <s> [SYST
 VOCAB = 2048                                                   # golden and fixture
 
 
-def run(args, input=None, timeout=None):
-    """common.run, but stdout may hold any bytes (generated tokens are printed as raw bytes, possibly cut
-    inside a UTF-8 character): feed bytes, decode the output with U+FFFD for invalid sequences."""
-    if isinstance(input, str):
-        input = input.encode()
-    rc, out, err = common.run(args, input=b"" if input is None else input, timeout=timeout or TIMEOUT)
-    return rc, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+run = common.run_text
 
 
 def csv(ids):

@@ -23,13 +23,7 @@ BOS, EOS, INST, END_INST, SYS, END_SYS = 1, 2, 3, 4, 17, 18
 TIMEOUT = 60
 
 
-def run(args, input=None, timeout=None):
-    """common.run, but stdout may hold any bytes (generated tokens are printed as raw bytes, possibly cut
-    inside a UTF-8 character): feed bytes, decode the output with U+FFFD for invalid sequences."""
-    if isinstance(input, str):
-        input = input.encode()
-    rc, out, err = common.run(args, input=b"" if input is None else input, timeout=timeout or TIMEOUT)
-    return rc, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+run = common.run_text
 
 
 # ---- helpers
