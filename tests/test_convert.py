@@ -269,3 +269,62 @@ def test_interrupted_run_leaves_nothing():
     p.communicate(timeout=60)
     assert p.returncode != 0, "conversion finished before the interrupt; make the checkpoint bigger"
     assert os.listdir(d) == [], f"left behind: {os.listdir(d)}"
+
+
+# ---- other sources: F32 and F16 tensors, the newer HF names, tensors the model does not use
+
+NEW_PREFIXES = [("language_model.model.", "model.language_model."), ("language_model.lm_head.", "lm_head."),
+                ("vision_tower.", "model.vision_tower."), ("multi_modal_projector.", "model.multi_modal_projector.")]
+
+
+def rewrite_hf(dtype, extra_tensor=False):
+    """A copy of the golden HF checkpoint with every tensor stored as dtype ("F32" or "F16") under the
+    names transformers >= 4.52 writes (model.language_model.*, lm_head.*, model.vision_tower.*, ...)."""
+    d = scratch("rewrite")
+    src = os.path.join(GOLDEN, "hf")
+    shutil.copytree(src, os.path.join(d, "hf"))
+    ck = os.path.join(d, "hf")
+    index = json.load(open(os.path.join(src, "model.safetensors.index.json")))
+    rename = lambda n: next((new + n[len(old):] for old, new in NEW_PREFIXES if n.startswith(old)), n)
+    for shard in sorted(set(index["weight_map"].values())):
+        tensors = ref.read_safetensors(os.path.join(src, shard))
+        header, body, offset = {}, b"", 0
+        for name, w in tensors.items():
+            raw = (w.astype("<f4") if dtype == "F32" else w.astype("<f2")).tobytes()
+            header[rename(name)] = {"dtype": dtype, "shape": list(w.shape), "data_offsets": [offset, offset + len(raw)]}
+            body, offset = body + raw, offset + len(raw)
+        if extra_tensor and shard == sorted(set(index["weight_map"].values()))[0]:
+            header["model.language_model.rotary_emb.inv_freq"] = {"dtype": "F32", "shape": [2], "data_offsets": [offset, offset + 8]}
+            body += b"\0" * 8
+        write_safetensors(os.path.join(ck, shard), header, body)
+    index["weight_map"] = {rename(n): s for n, s in index["weight_map"].items()}
+    json.dump(index, open(os.path.join(ck, "model.safetensors.index.json"), "w"))
+    return ck
+
+
+def test_f32_source_and_new_hf_names_give_the_same_file():
+    ck = rewrite_hf("F32")
+    out = os.path.join(os.path.dirname(ck), "out.bin")
+    for t in TYPES:
+        rc, _, err = run([build("quantize"), ck, out, "--type", t])
+        assert rc == 0, err
+        assert filecmp.cmp(out, converted(os.path.join(GOLDEN, "native"), t), shallow=False), f"--type {t}"
+
+
+def test_f16_source():
+    ck = rewrite_hf("F16")
+    out = os.path.join(os.path.dirname(ck), "out.bin")
+    rc, _, err = run([build("quantize"), ck, out, "--type", "f32"])
+    assert rc == 0, err
+    m = ModelFile(out)
+    for name, w in source_tensors(GOLDEN).items():
+        assert np.array_equal(m.tensor(name), np.float16(w).astype(np.float64)), name
+
+
+def test_unused_tensors_are_reported_and_skipped():
+    ck = rewrite_hf("F32", extra_tensor=True)
+    out = os.path.join(os.path.dirname(ck), "out.bin")
+    rc, _, err = run([build("quantize"), ck, out, "--type", "f32"])
+    assert rc == 0, err
+    assert "skipping unused tensor model.language_model.rotary_emb.inv_freq" in err
+    assert filecmp.cmp(out, converted(os.path.join(GOLDEN, "native"), "f32"), shallow=False)
