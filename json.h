@@ -86,8 +86,7 @@ typedef struct {
     size_t stack_n, stack_cap;
 } JsonParser;
 
-static inline void json_free(Json *root)
-{
+static inline void json_free(Json *root) {
     for (JsonBlock *b = root->arena, *next; b; b = next) {
         next = b->next;
         free(b);
@@ -96,8 +95,7 @@ static inline void json_free(Json *root)
 }
 
 // n bytes from the arena, aligned for a Json (or a pointer, or a double); NULL if out of memory.
-static void *json_alloc(JsonParser *p, size_t n)
-{
+static void *json_alloc(JsonParser *p, size_t n) {
     size_t align = _Alignof(Json);
     JsonBlock *b = p->arena;
     size_t at = b ? (b->used + align - 1) / align * align : 0;
@@ -116,8 +114,7 @@ static void *json_alloc(JsonParser *p, size_t n)
     return b->data + at;
 }
 
-static int json_error(JsonParser *p, size_t at, const char *fmt, ...)
-{
+static int json_error(JsonParser *p, size_t at, const char *fmt, ...) {
     if (p->err && p->errlen) {
         int k = snprintf(p->err, p->errlen, "byte %zu: ", at);
         if (k >= 0 && (size_t)k < p->errlen) {
@@ -130,8 +127,7 @@ static int json_error(JsonParser *p, size_t at, const char *fmt, ...)
     return -1;
 }
 
-static void json_skip_whitespace(JsonParser *p)
-{
+static void json_skip_whitespace(JsonParser *p) {
     while (p->pos < p->len) {
         unsigned char c = p->text[p->pos];
         if (c != ' ' && c != '\t' && c != '\n' && c != '\r') break;
@@ -140,8 +136,7 @@ static void json_skip_whitespace(JsonParser *p)
 }
 
 // Names the byte at p->pos for error messages: "'x'", "byte 0xc3" or "end of input".
-static const char *json_describe_next(const JsonParser *p, char buf[16])
-{
+static const char *json_describe_next(const JsonParser *p, char buf[16]) {
     if (p->pos >= p->len) return "end of input";
     unsigned char c = p->text[p->pos];
     if (c >= 0x21 && c < 0x7f) snprintf(buf, 16, "'%c'", c);
@@ -151,8 +146,7 @@ static const char *json_describe_next(const JsonParser *p, char buf[16])
 
 // Length (2..4) of the valid multi-byte UTF-8 character at s[0..n), or 0 if it is not one
 // (overlong forms, surrogates and code points above U+10FFFF are invalid, as in RFC 3629).
-static int json_utf8_length(const unsigned char *s, size_t n)
-{
+static int json_utf8_length(const unsigned char *s, size_t n) {
     unsigned char c = s[0];
     int need;
     unsigned char lo = 0x80, hi = 0xBF;   // allowed range of the second byte
@@ -166,8 +160,7 @@ static int json_utf8_length(const unsigned char *s, size_t n)
     return need;
 }
 
-static int json_hex4(const unsigned char *s, uint32_t *out)
-{
+static int json_hex4(const unsigned char *s, uint32_t *out) {
     uint32_t v = 0;
     for (int i = 0; i < 4; i++) {
         unsigned char c = s[i];
@@ -179,8 +172,7 @@ static int json_hex4(const unsigned char *s, uint32_t *out)
     return 0;
 }
 
-static size_t json_put_utf8(char *out, uint32_t cp)
-{
+static size_t json_put_utf8(char *out, uint32_t cp) {
     if (cp < 0x80) { out[0] = (char)cp; return 1; }
     if (cp < 0x800) { out[0] = (char)(0xC0 | cp >> 6); out[1] = (char)(0x80 | (cp & 0x3F)); return 2; }
     if (cp < 0x10000) {
@@ -195,8 +187,7 @@ static size_t json_put_utf8(char *out, uint32_t cp)
 // Parses the string starting at the opening quote at p->pos into NUL-terminated arena memory.
 // Two passes: find the closing quote (to size the buffer: decoding never makes a string longer),
 // then decode escapes and check everything else.
-static int json_parse_string(JsonParser *p, char **out, size_t *out_len)
-{
+static int json_parse_string(JsonParser *p, char **out, size_t *out_len) {
     const unsigned char *s = p->text;
     size_t start = p->pos, end = start + 1;
     while (end < p->len && s[end] != '"') end += s[end] == '\\' ? 2 : 1;
@@ -250,8 +241,7 @@ static int json_parse_string(JsonParser *p, char **out, size_t *out_len)
 }
 
 // number = [ '-' ] ( '0' | [1-9][0-9]* ) [ '.' [0-9]+ ] [ ('e'|'E') ['+'|'-'] [0-9]+ ]
-static int json_parse_number(JsonParser *p, Json *out)
-{
+static int json_parse_number(JsonParser *p, Json *out) {
     const unsigned char *s = p->text;
     size_t start = p->pos, i = start;
 #define JSON_DIGIT(k) ((k) < p->len && s[k] >= '0' && s[k] <= '9')
@@ -289,8 +279,7 @@ static int json_parse_number(JsonParser *p, Json *out)
 static int json_parse_value(JsonParser *p, Json *out);
 
 // Pushes a finished item (and its key, for objects) onto the stack of open containers.
-static int json_push(JsonParser *p, const Json *v, char *key)
-{
+static int json_push(JsonParser *p, const Json *v, char *key) {
     if (p->stack_n == p->stack_cap) {
         size_t cap = p->stack_cap ? 2 * p->stack_cap : 256;
         Json *stack = realloc(p->stack, cap * sizeof *stack);
@@ -307,8 +296,7 @@ static int json_push(JsonParser *p, const Json *v, char *key)
 }
 
 // Moves the items pushed since `base` into the arena as the container's items (and keys).
-static int json_close_container(JsonParser *p, Json *out, size_t base)
-{
+static int json_close_container(JsonParser *p, Json *out, size_t base) {
     size_t n = p->stack_n - base;
     if (n > INT32_MAX) return json_error(p, p->pos, "more than 2^31 items in one array or object");
     out->n = (int)n;
@@ -323,8 +311,7 @@ static int json_close_container(JsonParser *p, Json *out, size_t base)
 }
 
 // Parses an array or object starting at '[' or '{'.
-static int json_parse_container(JsonParser *p, Json *out)
-{
+static int json_parse_container(JsonParser *p, Json *out) {
     int is_object = p->text[p->pos] == '{';
     char close = is_object ? '}' : ']', buf[16];
     size_t base = p->stack_n;
@@ -368,8 +355,7 @@ static int json_parse_container(JsonParser *p, Json *out)
     }
 }
 
-static int json_parse_value(JsonParser *p, Json *out)
-{
+static int json_parse_value(JsonParser *p, Json *out) {
     char buf[16];
     json_skip_whitespace(p);
     if (p->pos >= p->len) return json_error(p, p->pos, "expected a value, found end of input");
@@ -389,8 +375,7 @@ static int json_parse_value(JsonParser *p, Json *out)
 
 // Parses text[0..len) (need not be NUL-terminated). Returns 0, or -1 with a one-line message in err;
 // *root is always safe to pass to json_free afterwards, and is JSON_NULL after an error.
-static inline int json_parse(const char *text, size_t len, Json *root, char *err, size_t errlen)
-{
+static inline int json_parse(const char *text, size_t len, Json *root, char *err, size_t errlen) {
     JsonParser p = { (const unsigned char *)text, len, 0, 0, err, errlen, NULL, NULL, NULL, 0, 0 };
     memset(root, 0, sizeof *root);
     if (err && errlen) err[0] = '\0';
@@ -408,8 +393,7 @@ static inline int json_parse(const char *text, size_t len, Json *root, char *err
 
 // The value of member `key` of an object (the last one if the key is repeated); NULL if obj is
 // NULL, not an object or has no such member.
-static inline const Json *json_get(const Json *obj, const char *key)
-{
+static inline const Json *json_get(const Json *obj, const char *key) {
     if (!obj || obj->type != JSON_OBJECT) return NULL;
     for (int i = obj->n - 1; i >= 0; i--)
         if (strcmp(obj->keys[i], key) == 0) return &obj->items[i];
@@ -418,8 +402,7 @@ static inline const Json *json_get(const Json *obj, const char *key)
 
 // Reads v as an integer: 0 if v is a number with an integral value of magnitude at most 2^53 (so
 // that the double holds it exactly), else -1 (also for v == NULL).
-static inline int json_integer(const Json *v, int64_t *out)
-{
+static inline int json_integer(const Json *v, int64_t *out) {
     if (!v || v->type != JSON_NUMBER) return -1;
     double d = v->number;
     if (!(d >= -9007199254740992.0 && d <= 9007199254740992.0) || d != (double)(int64_t)d) return -1;
@@ -428,8 +411,7 @@ static inline int json_integer(const Json *v, int64_t *out)
 }
 
 // Reads a whole file into a new buffer (with a NUL after the data). 0 ok, else -1 with errno set.
-static inline int json_read_file(const char *path, char **data, size_t *len)
-{
+static inline int json_read_file(const char *path, char **data, size_t *len) {
     FILE *f = fopen(path, "rb");
     if (!f) return -1;
     // Start with the file's size when it can be had, so that a 20 MB file is read in one go. Sizes
@@ -490,8 +472,7 @@ typedef struct {
     int image_patch_size, max_image_size, spatial_merge_size;   // from "multimodal" (or "image"); 0 if absent
 } TekkenFile;
 
-static inline void tekken_free(TekkenFile *t)
-{
+static inline void tekken_free(TekkenFile *t) {
     free(t->vocab_offsets);
     free(t->vocab_bytes);
     free(t->special_offsets);
@@ -502,8 +483,7 @@ static inline void tekken_free(TekkenFile *t)
 
 // Decodes strict base64 (RFC 4648 standard alphabet, '=' padding to a multiple of 4 characters, no
 // whitespace, unused bits zero). Returns the number of bytes written to out, or -1.
-static long tekken_base64_decode(const char *s, size_t n, uint8_t *out)
-{
+static long tekken_base64_decode(const char *s, size_t n, uint8_t *out) {
     if (n % 4) return -1;
     long len = 0;
     for (size_t i = 0; i < n; i += 4) {
@@ -525,8 +505,7 @@ static long tekken_base64_decode(const char *s, size_t n, uint8_t *out)
     return len;
 }
 
-static int tekken_error(char *err, size_t errlen, const char *path, const char *fmt, ...)
-{
+static int tekken_error(char *err, size_t errlen, const char *path, const char *fmt, ...) {
     if (err && errlen) {
         int k = snprintf(err, errlen, "%s: ", path);
         if (k >= 0 && (size_t)k < errlen) {
@@ -540,8 +519,7 @@ static int tekken_error(char *err, size_t errlen, const char *path, const char *
 }
 
 // Reads an integer member of obj into *out, requiring lo <= value <= hi.
-static int tekken_get_int(const Json *obj, const char *key, int64_t lo, int64_t hi, int *out)
-{
+static int tekken_get_int(const Json *obj, const char *key, int64_t lo, int64_t hi, int *out) {
     int64_t v;
     if (json_integer(json_get(obj, key), &v) || v < lo || v > hi) return -1;
     *out = (int)v;
@@ -549,8 +527,7 @@ static int tekken_get_int(const Json *obj, const char *key, int64_t lo, int64_t 
 }
 
 // Keeps the first n_vocab entries of "vocab": token_bytes decoded, rank == index, ranks 0..255 = bytes 0..255.
-static int tekken_read_vocab(const char *path, const Json *vocab, TekkenFile *t, char *err, size_t errlen)
-{
+static int tekken_read_vocab(const char *path, const Json *vocab, TekkenFile *t, char *err, size_t errlen) {
     if (!vocab || vocab->type != JSON_ARRAY) return tekken_error(err, errlen, path, "\"vocab\" missing or not an array");
     if (vocab->n < t->n_vocab)
         return tekken_error(err, errlen, path, "\"vocab\" lists %d entries, fewer than the %d kept (default_vocab_size - default_num_special_tokens)",
@@ -584,8 +561,7 @@ static int tekken_read_vocab(const char *path, const Json *vocab, TekkenFile *t,
 
 // Special token names: the file's "special_tokens" (rank == index) when present, else the built-in
 // list; ids not named up to n_special are "<SPECIAL_i>".
-static int tekken_read_specials(const char *path, const Json *list, TekkenFile *t, char *err, size_t errlen)
-{
+static int tekken_read_specials(const char *path, const Json *list, TekkenFile *t, char *err, size_t errlen) {
     int n_listed = (int)(sizeof TEKKEN_BUILTIN_SPECIALS / sizeof TEKKEN_BUILTIN_SPECIALS[0]);
     if (list) {
         if (list->type != JSON_ARRAY) return tekken_error(err, errlen, path, "\"special_tokens\" is not an array");
@@ -619,8 +595,7 @@ static int tekken_read_specials(const char *path, const Json *list, TekkenFile *
 }
 
 // The image section: "multimodal" (mistral-common 1.5) or "image" (newer files). All 0 if absent.
-static int tekken_read_image(const char *path, const Json *root, TekkenFile *t, char *err, size_t errlen)
-{
+static int tekken_read_image(const char *path, const Json *root, TekkenFile *t, char *err, size_t errlen) {
     const Json *img = json_get(root, "multimodal");
     const char *name = "multimodal";
     if (!img) { img = json_get(root, "image"); name = "image"; }
@@ -634,8 +609,7 @@ static int tekken_read_image(const char *path, const Json *root, TekkenFile *t, 
     return 0;
 }
 
-static int tekken_read(const char *path, const Json *root, TekkenFile *t, char *err, size_t errlen)
-{
+static int tekken_read(const char *path, const Json *root, TekkenFile *t, char *err, size_t errlen) {
     if (root->type != JSON_OBJECT) return tekken_error(err, errlen, path, "not a JSON object");
     const Json *config = json_get(root, "config"), *pattern = json_get(config, "pattern");
     int vocab_size;
@@ -660,8 +634,7 @@ static int tekken_read(const char *path, const Json *root, TekkenFile *t, char *
 }
 
 // Loads a tekken.json. 0 ok; else -1 with a one-line message naming the file in err, and *t empty.
-static inline int tekken_load(const char *path, TekkenFile *t, char *err, size_t errlen)
-{
+static inline int tekken_load(const char *path, TekkenFile *t, char *err, size_t errlen) {
     char *text, jerr[200];
     size_t len;
     Json root;

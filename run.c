@@ -88,7 +88,9 @@ static const TensorInfo *find_tensor(const Model *m, const char *name) {
 
 static Tensor tensor_view(const Model *m, const char *name) {
     const TensorInfo *t = find_tensor(m, name);  // present: model_load checked every name
-    Tensor w = {(const uint8_t *)m->map + t->offset, t->type, (int)t->shape[0], (int)(t->n_dims > 1 ? t->shape[1] : 1)};
+    // a matrix: row r holds the weights of output r; the patch convolution [1024, 3, 14, 14] has rows of 588
+    Tensor w = {(const uint8_t *)m->map + t->offset, t->type, (int)t->shape[0],
+                (int)(t->shape[1] * t->shape[2] * t->shape[3])};
     return w;
 }
 
@@ -220,7 +222,7 @@ static void model_free(Model *m) {
 }
 
 // ----------------------------------------------------------------------------
-// ---- tokenizer
+// the Tekken tokenizer: text <-> token ids
 //
 // Encoding a text (tiktoken's encode_ordinary, as mistral-common drives it):
 //   1. the pre-tokenizer splits the text into pieces with Tekken's regex (implemented below in C);
@@ -249,8 +251,7 @@ typedef struct {
     int max_token_len;              // longest token in bytes
 } Tokenizer;
 
-void tokenizer_free(Tokenizer *t)
-{
+void tokenizer_free(Tokenizer *t) {
     free(t->special_names);
     free(t->special_text);
     free(t->table);
@@ -258,16 +259,14 @@ void tokenizer_free(Tokenizer *t)
 }
 
 // FNV-1a: simple, and good enough for short byte strings.
-static uint32_t hash_bytes(const uint8_t *s, size_t n)
-{
+static uint32_t hash_bytes(const uint8_t *s, size_t n) {
     uint32_t h = 2166136261u;
     for (size_t i = 0; i < n; i++) h = (h ^ s[i]) * 16777619u;
     return h;
 }
 
 // Rank of the token whose bytes are s[0..n), or -1 if no token has exactly these bytes.
-static int vocab_rank(const Tokenizer *t, const uint8_t *s, size_t n)
-{
+static int vocab_rank(const Tokenizer *t, const uint8_t *s, size_t n) {
     uint32_t h = hash_bytes(s, n);
     for (uint32_t slot = h & t->table_mask;; slot = (slot + 1) & t->table_mask) {
         int32_t r = t->table[slot].rank;
@@ -284,8 +283,7 @@ static int vocab_rank(const Tokenizer *t, const uint8_t *s, size_t n)
 // 0..255 not the single bytes: the BPE relies on all three).
 int tokenizer_init(Tokenizer *t, int n_vocab, int n_special,
                    const uint32_t *vocab_offsets, const uint8_t *vocab_bytes,
-                   const uint32_t *special_offsets, const char *special_bytes, char *err, size_t errlen)
-{
+                   const uint32_t *special_offsets, const char *special_bytes, char *err, size_t errlen) {
     memset(t, 0, sizeof *t);
     if (n_vocab < 256 || n_vocab > (1 << 28) || n_special < 0 || n_special > (1 << 28)) {
         snprintf(err, errlen, "tokenizer: bad sizes (%d tokens, %d special)", n_vocab, n_special);
@@ -345,16 +343,14 @@ int tokenizer_init(Tokenizer *t, int n_vocab, int n_special,
 }
 
 // Id of the special token with this name ("[INST]" -> 3), or -1.
-int tokenizer_special_id(const Tokenizer *t, const char *name)
-{
+int tokenizer_special_id(const Tokenizer *t, const char *name) {
     for (int i = 0; i < t->n_special; i++)
         if (strcmp(t->special_names[i], name) == 0) return i;
     return -1;
 }
 
 // Name of special id `id` ("<s>" for 1), or NULL if id is not a special id.
-const char *tokenizer_special_name(const Tokenizer *t, int id)
-{
+const char *tokenizer_special_name(const Tokenizer *t, int id) {
     return id >= 0 && id < t->n_special ? t->special_names[id] : NULL;
 }
 
@@ -366,8 +362,7 @@ const char *tokenizer_special_name(const Tokenizer *t, int id)
 // longest prefix that could still begin a valid character): Unicode's recommended unit for one
 // U+FFFD, which Python's errors="replace" follows. *truncated is set when that prefix was cut short
 // by the end of s (more bytes might still complete it).
-static int utf8_decode(const uint8_t *s, size_t n, uint32_t *cp, int *truncated)
-{
+static int utf8_decode(const uint8_t *s, size_t n, uint32_t *cp, int *truncated) {
     uint8_t c = s[0], lo = 0x80, hi = 0xBF;   // lo..hi: the allowed range of the second byte
     int need;
     *truncated = 0;
@@ -386,8 +381,7 @@ static int utf8_decode(const uint8_t *s, size_t n, uint32_t *cp, int *truncated)
 
 // Checks that text[0..n) is valid UTF-8: 0 if so, else -1 with "invalid UTF-8 at byte N: <what>"
 // about the first problem in err.
-static int utf8_validate(const char *text, size_t n, char *err, size_t errlen)
-{
+static int utf8_validate(const char *text, size_t n, char *err, size_t errlen) {
     const uint8_t *s = (const uint8_t *)text;
     for (size_t i = 0; i < n;) {
         uint32_t cp;
@@ -440,8 +434,7 @@ enum {
 };
 
 // Unicode class (UNI_*) of a code point: binary search for the last range starting at or before it.
-static int unicode_class(uint32_t cp)
-{
+static int unicode_class(uint32_t cp) {
     if (cp < 256) return UNICODE_LATIN1[cp];
     int lo = 0, hi = UNICODE_N_RANGES - 1;   // invariant: range lo starts at or before cp
     while (lo < hi) {
@@ -452,8 +445,7 @@ static int unicode_class(uint32_t cp)
     return UNICODE_RANGES[lo] & 0xFF;
 }
 
-static uint8_t char_flags(uint32_t cp)
-{
+static uint8_t char_flags(uint32_t cp) {
     static const uint8_t flags_of_class[] = {
         [UNI_OTHER] = 0,
         [UNI_LU] = CH_LETTER | CH_U,        [UNI_LT] = CH_LETTER | CH_U,
@@ -471,16 +463,14 @@ static uint8_t char_flags(uint32_t cp)
 }
 
 // Number of characters from i on (before n) that have any of the flags in `mask`.
-static size_t run_with(const uint8_t *flags, size_t i, size_t n, uint8_t mask)
-{
+static size_t run_with(const uint8_t *flags, size_t i, size_t n, uint8_t mask) {
     size_t k = 0;
     while (i + k < n && (flags[i + k] & mask)) k++;
     return k;
 }
 
 // Number of characters from i on (before n) that have none of the flags in `mask`.
-static size_t run_without(const uint8_t *flags, size_t i, size_t n, uint8_t mask)
-{
+static size_t run_without(const uint8_t *flags, size_t i, size_t n, uint8_t mask) {
     size_t k = 0;
     while (i + k < n && !(flags[i + k] & mask)) k++;
     return k;
@@ -491,8 +481,7 @@ static int is_prefix_char(uint8_t f) { return !(f & (CH_NEWLINE | CH_LETTER | CH
 
 // A1 after its prefix, U* W+ at i: the greedy U* gives back one character at a time until a W
 // follows it (backtracking); then W+ takes all the W there are.
-static size_t a1_body(const uint8_t *flags, size_t i, size_t n)
-{
+static size_t a1_body(const uint8_t *flags, size_t i, size_t n) {
     size_t k = run_with(flags, i, n, CH_U);
     for (;; k--) {
         if (i + k < n && (flags[i + k] & CH_W)) return k + run_with(flags, i + k, n, CH_W);
@@ -501,16 +490,14 @@ static size_t a1_body(const uint8_t *flags, size_t i, size_t n)
 }
 
 // A2 after its prefix, U+ W* at i: no backtracking needed, W* always matches.
-static size_t a2_body(const uint8_t *flags, size_t i, size_t n)
-{
+static size_t a2_body(const uint8_t *flags, size_t i, size_t n) {
     size_t k = run_with(flags, i, n, CH_U);
     return k ? k + run_with(flags, i + k, n, CH_W) : 0;
 }
 
 // A1 and A2: the greedy P? first tries to take one character, then none.
 static size_t match_with_prefix(const uint8_t *flags, size_t i, size_t n,
-                         size_t (*body)(const uint8_t *, size_t, size_t))
-{
+                         size_t (*body)(const uint8_t *, size_t, size_t)) {
     if (is_prefix_char(flags[i])) {
         size_t m = body(flags, i + 1, n);
         if (m) return 1 + m;
@@ -520,8 +507,7 @@ static size_t match_with_prefix(const uint8_t *flags, size_t i, size_t n,
 
 // A4 ` ?[^\s\p{L}\p{N}]+[\r\n/]*`. Without its optional space it cannot match at a space either
 // (a space is \s), so only the greedy choice needs trying.
-static size_t match_punctuation(const uint8_t *flags, size_t i, size_t n)
-{
+static size_t match_punctuation(const uint8_t *flags, size_t i, size_t n) {
     size_t p = i + ((flags[i] & CH_BLANK) ? 1 : 0);
     size_t k = run_without(flags, p, n, CH_SPACE | CH_LETTER | CH_NUMBER);
     return k ? (p - i) + k + run_with(flags, p + k, n, CH_NEWLINE | CH_SLASH) : 0;
@@ -530,8 +516,7 @@ static size_t match_punctuation(const uint8_t *flags, size_t i, size_t n)
 // Decodes the UTF-8 text s[0..len) (len < 2^32) into the flags of each character and the byte
 // offset where it starts, offset[n] = len; both arrays need room for len + 1 entries. Returns the
 // number of characters n, or SIZE_MAX if the text is not valid UTF-8.
-static size_t text_char_flags(const uint8_t *s, size_t len, uint8_t *flags, uint32_t *offset)
-{
+static size_t text_char_flags(const uint8_t *s, size_t len, uint8_t *flags, uint32_t *offset) {
     size_t n = 0;
     for (size_t i = 0; i < len; n++) {
         uint32_t cp;
@@ -546,8 +531,7 @@ static size_t text_char_flags(const uint8_t *s, size_t len, uint8_t *flags, uint
 }
 
 // Length in characters (>= 1) of the piece starting at character i < n.
-static size_t piece_length(const uint8_t *flags, size_t i, size_t n)
-{
+static size_t piece_length(const uint8_t *flags, size_t i, size_t n) {
     size_t m;
     if ((m = match_with_prefix(flags, i, n, a1_body))) return m;   // A1
     if ((m = match_with_prefix(flags, i, n, a2_body))) return m;   // A2
@@ -580,14 +564,12 @@ typedef struct {
     uint64_t *heap;     // (3 * cap) each merge pushes at most two entries after the first n - 1
 } BpeScratch;
 
-static void bpe_scratch_free(BpeScratch *b)
-{
+static void bpe_scratch_free(BpeScratch *b) {
     free(b->next); free(b->prev); free(b->pair_rank); free(b->part_rank); free(b->ranks); free(b->heap);
     memset(b, 0, sizeof *b);
 }
 
-static int bpe_scratch_reserve(BpeScratch *b, int n)
-{
+static int bpe_scratch_reserve(BpeScratch *b, int n) {
     if (n <= b->cap) return 0;
     bpe_scratch_free(b);
     size_t cap = (size_t)n;
@@ -599,15 +581,13 @@ static int bpe_scratch_reserve(BpeScratch *b, int n)
     return 0;
 }
 
-static void heap_push(uint64_t *heap, int *size, uint64_t v)
-{
+static void heap_push(uint64_t *heap, int *size, uint64_t v) {
     int i = (*size)++;
     while (i > 0 && heap[(i - 1) / 2] > v) { heap[i] = heap[(i - 1) / 2]; i = (i - 1) / 2; }
     heap[i] = v;
 }
 
-static uint64_t heap_pop(uint64_t *heap, int *size)
-{
+static uint64_t heap_pop(uint64_t *heap, int *size) {
     uint64_t top = heap[0], last = heap[--*size];
     int i = 0, n = *size;
     for (;;) {
@@ -623,8 +603,7 @@ static uint64_t heap_pop(uint64_t *heap, int *size)
 }
 
 // Rank of the token made of part i and the part after it, or -1.
-static int rank_of_pair(const Tokenizer *t, const uint8_t *piece, int n, const int *next, int i)
-{
+static int rank_of_pair(const Tokenizer *t, const uint8_t *piece, int n, const int *next, int i) {
     if (i < 0 || next[i] >= n) return -1;
     int end = next[next[i]];
     return vocab_rank(t, piece + i, (size_t)(end - i));
@@ -632,8 +611,7 @@ static int rank_of_pair(const Tokenizer *t, const uint8_t *piece, int n, const i
 
 // Byte-pair merges the n bytes of piece (n >= 2, b has room for n) into tokens; their ranks go
 // to b->ranks. Returns how many.
-static int bpe_merge(const Tokenizer *t, const uint8_t *piece, int n, BpeScratch *b)
-{
+static int bpe_merge(const Tokenizer *t, const uint8_t *piece, int n, BpeScratch *b) {
     int *next = b->next, *prev = b->prev, *pair_rank = b->pair_rank, heap_size = 0;
     for (int i = 0; i < n; i++) { next[i] = i + 1; prev[i] = i - 1; b->part_rank[i] = piece[i]; }   // rank of byte c is c
     for (int i = 0; i < n; i++) {
@@ -667,8 +645,7 @@ static int bpe_merge(const Tokenizer *t, const uint8_t *piece, int n, BpeScratch
 // Tokenizes text[0..len) (UTF-8, as plain text: never produces special ids) into ids. A text of
 // len bytes gives at most len ids. Returns the number of ids, or -1 if the text is not valid
 // UTF-8 (see utf8_validate), more than max_ids ids would be needed, or memory ran out.
-int tokenizer_encode(const Tokenizer *t, const char *text, size_t len, int *ids, int max_ids)
-{
+int tokenizer_encode(const Tokenizer *t, const char *text, size_t len, int *ids, int max_ids) {
     const uint8_t *s = (const uint8_t *)text;
     if (len > INT32_MAX) return -1;
     // Pre-tokenizer input: flags of each character, and the byte where it starts (offset[n] = len).
@@ -726,8 +703,7 @@ size_t tokenizer_max_decoded(const Tokenizer *t) { return 3 * ((size_t)t->max_to
 
 // Decodes s[0..n) into out, returns the bytes written; an incomplete character at the end is
 // moved into d->held instead.
-static size_t decode_bytes(TokenDecoder *d, const uint8_t *s, size_t n, char *out)
-{
+static size_t decode_bytes(TokenDecoder *d, const uint8_t *s, size_t n, char *out) {
     size_t w = 0;
     for (size_t i = 0; i < n;) {
         uint32_t cp;
@@ -744,8 +720,7 @@ static size_t decode_bytes(TokenDecoder *d, const uint8_t *s, size_t n, char *ou
 // Appends the text of token `id` to out (room for tokenizer_max_decoded(t) bytes). Returns the
 // number of bytes written (0 for special ids and while a character is incomplete), or -1 if id is
 // not a valid id.
-int decoder_push(const Tokenizer *t, TokenDecoder *d, int id, char *out)
-{
+int decoder_push(const Tokenizer *t, TokenDecoder *d, int id, char *out) {
     if (id < 0 || id >= t->n_special + t->n_vocab) return -1;
     if (id < t->n_special) return 0;
     const uint8_t *s = t->vocab_bytes + t->vocab_offsets[id - t->n_special];
@@ -772,8 +747,7 @@ int decoder_push(const Tokenizer *t, TokenDecoder *d, int id, char *out)
 }
 
 // Ends a stream: a character still incomplete becomes one U+FFFD. Returns the bytes written.
-int decoder_flush(TokenDecoder *d, char *out)
-{
+int decoder_flush(TokenDecoder *d, char *out) {
     if (d->n_held == 0) return 0;
     d->n_held = 0;
     memcpy(out, REPLACEMENT_CHAR, 3);
@@ -1180,8 +1154,7 @@ static int generate(Session *ss, int max_new, double turn_start) {
     return 0;
 }
 // Reads all of a stream into a new buffer. 0 ok, -1 on a read error or out of memory.
-static int read_all(FILE *f, char **data, size_t *len)
-{
+static int read_all(FILE *f, char **data, size_t *len) {
     size_t cap = 1 << 16, n = 0;
     char *buf = malloc(cap);
     while (buf) {
@@ -1198,8 +1171,7 @@ static int read_all(FILE *f, char **data, size_t *len)
 }
 
 // Tokenizes text[0..len) and prints its ids on one line of out. 0 ok, else -1 with a message in err.
-static int print_token_ids(const Tokenizer *tok, const char *text, size_t len, FILE *out, char *err, size_t errlen)
-{
+static int print_token_ids(const Tokenizer *tok, const char *text, size_t len, FILE *out, char *err, size_t errlen) {
     if (utf8_validate(text, len, err, errlen)) return -1;
     int *ids = malloc((len ? len : 1) * sizeof *ids);   // never more ids than bytes
     int n = ids && len <= INT32_MAX ? tokenizer_encode(tok, text, len, ids, (int)len) : -1;
@@ -1211,8 +1183,7 @@ static int print_token_ids(const Tokenizer *tok, const char *text, size_t len, F
 }
 
 // Loads a tekken.json into tf and builds tok over it. 0 ok, else -1 with a message in err.
-static int load_tokenizer(const char *path, TekkenFile *tf, Tokenizer *tok, char *err, size_t errlen)
-{
+static int load_tokenizer(const char *path, TekkenFile *tf, Tokenizer *tok, char *err, size_t errlen) {
     if (tekken_load(path, tf, err, errlen)) return -1;
     char why[256];
     if (tokenizer_init(tok, tf->n_vocab, tf->n_special, tf->vocab_offsets, tf->vocab_bytes,
@@ -1225,8 +1196,7 @@ static int load_tokenizer(const char *path, TekkenFile *tf, Tokenizer *tok, char
 }
 
 // --tokenize: stdin -> ids on stdout.
-static int tokenize_stdin(const char *tekken_path)
-{
+static int tokenize_stdin(const char *tekken_path) {
     char err[512], *text;
     size_t len;
     TekkenFile tf;
