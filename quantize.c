@@ -96,6 +96,7 @@ static int open_safetensors(Checkpoint *ck, const char *path) {
     if (fd < 0) return fail("%s: %s", path, strerror(errno));
     struct stat st;
     if (fstat(fd, &st) != 0) { close(fd); return fail("%s: %s", path, strerror(errno)); }
+    if (!S_ISREG(st.st_mode)) { close(fd); return fail("%s: not a regular file", path); }
     uint64_t size = (uint64_t)st.st_size;
     if (size < 8) { close(fd); return fail("%s: truncated safetensors file (%llu bytes)", path, (unsigned long long)size); }
     uint8_t *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
@@ -650,26 +651,24 @@ static int parse_args(int argc, char **argv, Options *o) {
 }
 
 static int load_checkpoint(Checkpoint *ck, Config *c, TekkenFile *tk) {
-    char path[2048];
+    char config_path[2048], path[2048], err[1024];
     memset(c, 0, sizeof *c);
-    snprintf(path, sizeof path, "%s/params.json", ck->dir);
-    if (file_exists(path)) {
+    snprintf(config_path, sizeof config_path, "%s/params.json", ck->dir);
+    if (file_exists(config_path)) {
         ck->hf_layout = 0;
-        if (read_native_config(path, c)) return -1;
         snprintf(path, sizeof path, "%s/consolidated.safetensors", ck->dir);
-        if (open_safetensors(ck, path)) return -1;
+        if (read_native_config(config_path, c) || open_safetensors(ck, path)) return -1;
     } else {
-        snprintf(path, sizeof path, "%s/config.json", ck->dir);
-        if (!file_exists(path)) {
+        snprintf(config_path, sizeof config_path, "%s/config.json", ck->dir);
+        if (!file_exists(config_path)) {
             struct stat st;
             if (stat(ck->dir, &st) != 0) return fail("%s: %s", ck->dir, strerror(errno));
             return fail("%s: neither params.json (native layout) nor config.json (Hugging Face layout) found", ck->dir);
         }
         ck->hf_layout = 1;
-        if (read_hf_config(path, c) || open_hf_shards(ck)) return -1;
+        if (read_hf_config(config_path, c) || open_hf_shards(ck)) return -1;
     }
-    char err[1024];
-    if (config_check(c, err, sizeof err)) return fail("%s: %s", path, err);
+    if (config_check(c, err, sizeof err)) return fail("%s: %s", config_path, err);
     snprintf(path, sizeof path, "%s/tekken.json", ck->dir);
     if (tekken_load(path, tk, err, sizeof err)) return fail("%s", err);
     if (tk->image_patch_size && c->vision_layers && tk->image_patch_size != c->patch_size)

@@ -159,6 +159,19 @@ def test_missing_folder_and_files():
     ck, out = copy_checkpoint("hf")
     os.remove(os.path.join(ck, "model-00002-of-00002.safetensors"))
     expect_failure(ck, out, "model-00002-of-00002.safetensors")
+    ck, out = copy_checkpoint()  # unreadable: a directory where the file should be
+    os.remove(os.path.join(ck, "consolidated.safetensors"))
+    os.mkdir(os.path.join(ck, "consolidated.safetensors"))
+    expect_failure(ck, out, "consolidated.safetensors", "not a regular file")
+
+
+def test_impossible_config():
+    for value, why in (("0", "out of range"), ("3", "not a multiple of n_kv_heads"), ("1e12", "not a valid size")):
+        ck, out = copy_checkpoint()
+        p = os.path.join(ck, "params.json")
+        text = open(p).read().replace('"n_heads": 4', '"n_heads": ' + value)
+        open(p, "w").write(text)
+        expect_failure(ck, out, "params.json", why)
 
 
 def test_truncated_safetensors():
