@@ -2,6 +2,7 @@
 # make OPENMP=    builds without OpenMP (single-threaded, same results)
 # make test       runs every test (needs python3 with numpy, PIL and OpenCV: see README)
 # make demo       makes a tiny random model, converts it and generates text with it
+# make bench      speed on a full-size synthetic model (14 GB, made once); make bench-small: 4 layers
 
 CC ?= cc
 CFLAGS ?= -O2 -g
@@ -29,6 +30,16 @@ export/synthetic: export/synthetic.c $(HEADERS)
 
 tools: export/fixture export/synthetic
 
+tests/bench: tests/bench.c model.h
+	$(CC) $(CFLAGS) $(OPENMP) $(WARN) -o $@ tests/bench.c $(LDLIBS)
+
+# speed on a synthetic model of the real shapes (made once under weights/), see tests/bench.sh
+bench: all tools tests/bench
+	sh tests/bench.sh weights/synthetic-24b-q4.bin 40 24
+
+bench-small: all tools tests/bench
+	sh tests/bench.sh weights/synthetic-4l-q4.bin 4 2
+
 test: all tools
 	@test -n "$(PYTHON)" || { echo "make test: no python3 with numpy found (apt-get install python3-numpy python3-pil python3-opencv)"; exit 1; }
 	$(PYTHON) tests/run_tests.py
@@ -39,7 +50,7 @@ demo: all tools
 	./run weights/demo-q4.bin -p "Tell me about the project." -n 40 --temp 0
 
 clean:
-	rm -f run quantize export/fixture export/synthetic
+	rm -f run quantize export/fixture export/synthetic tests/bench
 	rm -rf tests/build
 
-.PHONY: all tools test demo clean
+.PHONY: all tools test demo bench bench-small clean

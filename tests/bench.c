@@ -1,0 +1,194 @@
+// bench.c: the yardsticks `make bench` measures our speed against, on this machine, in the same run.
+//
+//   tests/bench membw THREADS           best read bandwidth in GB/s: all threads, several streams each
+//   tests/bench flops THREADS           best fp32 FMA throughput in GFLOP/s, from registers (AVX-512, AVX2 or plain)
+//   tests/bench weight-bytes MODEL      bytes of weights the text decoder reads per generated token
+//   tests/bench image W H FILE          writes a W x H binary PPM test image (for the vision encoder)
+//
+// Build: cc -O2 -fopenmp tests/bench.c -o tests/bench -lm (the Makefile does it).
+
+#define _GNU_SOURCE
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "../model.h"
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+// Sums n bytes from `streams` places of a slice advanced together (64 bytes each step).
+#if defined(__x86_64__)
+typedef long long v8i __attribute__((vector_size(64)));
+__attribute__((target("avx512f"))) static long long sum_streams_avx512(const uint8_t *p, size_t per, int streams) {
+    v8i acc[16] = {{0}};
+    for (size_t i = 0; i < per; i += 64)
+        for (int k = 0; k < streams; k++) acc[k] += *(const v8i *)(p + k * per + i);
+    long long s = 0;
+    for (int k = 0; k < streams; k++)
+        for (int j = 0; j < 8; j++) s += acc[k][j];
+    return s;
+}
+#endif
+static long long sum_streams(const uint8_t *p, size_t per, int streams) {
+#if defined(__x86_64__)
+    if (__builtin_cpu_supports("avx512f")) return sum_streams_avx512(p, per, streams);
+#endif
+    uint64_t acc[16] = {0};
+    for (size_t i = 0; i < per; i += 8)
+        for (int k = 0; k < streams; k++) acc[k] += *(const uint64_t *)(p + k * per + i);
+    long long s = 0;
+    for (int k = 0; k < streams; k++) s += (long long)acc[k];
+    return s;
+}
+
+// Each thread sums its slice of a 2 GiB buffer (far larger than the caches), reading 2, 4 or 8
+// places of it at once: hardware prefetchers keep several streams per core busier than one. The
+// best pass of the best stream count is the yardstick.
+static double measure_bandwidth(void) {
+    size_t bytes = (size_t)2 << 30;
+    uint8_t *buf = aligned_alloc(64, bytes);
+    long long total = 0;
+    if (!buf) return 0;
+    #pragma omp parallel for
+    for (size_t i = 0; i < bytes; i += 64) memset(buf + i, 1, 64);  // touch every page near its thread
+    double best = 0;
+    for (int streams = 2; streams <= 8; streams *= 2)
+        for (int pass = 0; pass < 5; pass++) {
+            double t0 = now_seconds();
+            #pragma omp parallel reduction(+ : total)
+            {
+                int nt = 1, id = 0;
+#ifdef _OPENMP
+                nt = omp_get_num_threads(), id = omp_get_thread_num();
+#endif
+                size_t per = bytes / nt / streams / 64 * 64;
+                total += sum_streams(buf + (size_t)id * per * streams, per, streams);
+            }
+            double gbs = (double)bytes / (now_seconds() - t0) / 1e9;
+            best = gbs > best ? gbs : best;
+        }
+    free(buf);
+    if (total == 42) printf(" ");  // keeps the sums alive
+    return best;
+}
+
+// 12 independent FMA chains per thread, all in registers: the core's FMA peak for the widest
+// vectors the CPU has.
+#if defined(__x86_64__)
+typedef float v16 __attribute__((vector_size(64)));
+typedef float v8 __attribute__((vector_size(32)));
+__attribute__((target("avx512f"))) static double fma_avx512(long iters) {
+    v16 acc[12], m = {0}, a = {0};
+    for (int j = 0; j < 16; j++) m[j] = 0.999999f, a[j] = 1e-7f;
+    for (int k = 0; k < 12; k++) acc[k] = a * (float)k;
+    for (long i = 0; i < iters; i++)
+        for (int k = 0; k < 12; k++) acc[k] = acc[k] * m + a;
+    float s = 0;
+    for (int k = 0; k < 12; k++) s += acc[k][0];
+    return s + 12.0 * 16 * 2 * iters * 0;  // the flops are counted by the caller
+}
+__attribute__((target("avx2,fma"))) static double fma_avx2(long iters) {
+    v8 acc[12], m = {0}, a = {0};
+    for (int j = 0; j < 8; j++) m[j] = 0.999999f, a[j] = 1e-7f;
+    for (int k = 0; k < 12; k++) acc[k] = a * (float)k;
+    for (long i = 0; i < iters; i++)
+        for (int k = 0; k < 12; k++) acc[k] = acc[k] * m + a;
+    float s = 0;
+    for (int k = 0; k < 12; k++) s += acc[k][0];
+    return s;
+}
+#endif
+
+static double measure_flops(void) {
+    long iters = 50 * 1000 * 1000;
+    int lanes = 1;
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    lanes = __builtin_cpu_supports("avx512f") ? 16 : __builtin_cpu_supports("avx2") ? 8 : 0;
+#endif
+    double best = 0, sink = 0;
+    for (int pass = 0; pass < 3; pass++) {
+        int threads = 1;
+        double t0 = now_seconds();
+        #pragma omp parallel reduction(+ : sink)
+        {
+#ifdef _OPENMP
+            #pragma omp single
+            threads = omp_get_num_threads();
+#endif
+#if defined(__x86_64__)
+            if (lanes == 16) sink += fma_avx512(iters);
+            else if (lanes == 8) sink += fma_avx2(iters);
+#endif
+        }
+        double gflops = 12.0 * lanes * 2 * iters * threads / (now_seconds() - t0) / 1e9;
+        best = gflops > best ? gflops : best;
+    }
+    if (sink == 42) printf(" ");
+    return best;
+}
+
+// Per generated token the decoder reads every text matrix once, but only one row of tok_embeddings.
+static int weight_bytes(const char *path) {
+    FILE *f = fopen(path, "rb");
+    FileHeader h;
+    if (!f || fread(&h, sizeof h, 1, f) != 1 || memcmp(h.magic, MODEL_MAGIC, 8) != 0) {
+        fprintf(stderr, "bench: %s: not a model file\n", path);
+        return 1;
+    }
+    uint64_t total = 0;
+    fseek(f, (long)h.directory_offset, SEEK_SET);
+    for (uint32_t i = 0; i < h.n_tensors; i++) {
+        TensorInfo t;
+        if (fread(&t, sizeof t, 1, f) != 1) { fprintf(stderr, "bench: %s: truncated\n", path); return 1; }
+        if (strncmp(t.name, "vision_", 7) && strncmp(t.name, "patch_merger", 12) && strncmp(t.name, "pre_mm", 6))
+            total += strcmp(t.name, "tok_embeddings.weight") ? t.bytes : t.bytes / t.shape[0];
+    }
+    fclose(f);
+    printf("%llu\n", (unsigned long long)total);
+    return 0;
+}
+
+static int write_image(int w, int h, const char *path) {
+    FILE *f = fopen(path, "wb");
+    if (!f) { perror(path); return 1; }
+    fprintf(f, "P6\n%d %d\n255\n", w, h);
+    uint32_t s = 12345;
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) {
+            s = s * 1664525u + 1013904223u;
+            unsigned char px[3] = {(unsigned char)(x * 255 / w), (unsigned char)(y * 255 / h), (unsigned char)(s >> 24)};
+            fwrite(px, 1, 3, f);
+        }
+    return fclose(f) != 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc >= 3 && strcmp(argv[1], "membw") == 0) {
+#ifdef _OPENMP
+        omp_set_num_threads(atoi(argv[2]));
+#endif
+        printf("%.1f\n", measure_bandwidth());
+        return 0;
+    }
+    if (argc >= 3 && strcmp(argv[1], "flops") == 0) {
+#ifdef _OPENMP
+        omp_set_num_threads(atoi(argv[2]));
+#endif
+        printf("%.1f\n", measure_flops());
+        return 0;
+    }
+    if (argc == 3 && strcmp(argv[1], "weight-bytes") == 0) return weight_bytes(argv[2]);
+    if (argc == 5 && strcmp(argv[1], "image") == 0) return write_image(atoi(argv[2]), atoi(argv[3]), argv[4]);
+    fprintf(stderr, "usage: bench membw THREADS | flops THREADS | weight-bytes MODEL | image W H FILE\n");
+    return 2;
+}

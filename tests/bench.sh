@@ -1,0 +1,50 @@
+#!/bin/sh
+# make bench / make bench-small: our speed on a synthetic model with Mistral Small 3.1's shapes, next to
+# this machine's yardsticks measured in the same run (read bandwidth, fp32 FMA peak).
+#
+#   tests/bench.sh MODEL_FILE LAYERS VISION_LAYERS   (THREADS=N to choose the thread count; default: physical cores)
+#
+# The model file is made once by export/synthetic and kept under weights/. Prints the measurements,
+# then exactly one summary line:
+#   bench: model=NAME threads=N prefill_tok_s=X decode_tok_s=Y decode_gb_s=Z mem_bw_gb_s=W
+set -eu
+model=$1
+layers=$2
+vision_layers=$3
+cores=$( (lscpu -p=CORE,SOCKET 2>/dev/null | grep -v '^#' | sort -u | wc -l) || sysctl -n hw.physicalcpu)
+threads=${THREADS:-$cores}
+
+[ -f "$model" ] || export/synthetic "$model" --layers "$layers" --vision-layers "$vision_layers"
+cat "$model" > /dev/null  # into the page cache: decode should read memory, not the disk
+
+mem_bw=$(tests/bench membw "$threads")
+peak_flops=$(tests/bench flops "$threads")
+bytes_per_token=$(tests/bench weight-bytes "$model")
+echo "machine: read bandwidth $mem_bw GB/s, fp32 FMA peak $peak_flops GFLOP/s ($threads threads)"
+
+# a 512-token prompt (PROMPT_TOKENS=N to change it), then 64 generated tokens
+prompt=$(seq -s, 1000 $((999 + ${PROMPT_TOKENS:-512})))
+stats=$(mktemp)
+/usr/bin/time -f "peak RSS %M KB" ./run "$model" --tokens "$prompt" -n 64 --temp 0 -c 1024 -t "$threads" \
+    2> "$stats" > /dev/null
+grep -E "^prompt:|^peak RSS" "$stats"
+prefill=$(sed -n 's/^prompt: [0-9]* tokens, \([0-9.]*\) tok\/s.*/\1/p' "$stats")
+decode=$(sed -n 's/.*generated: [0-9]* tokens, \([0-9.]*\) tok\/s.*/\1/p' "$stats")
+decode_gb_s=$(awk "BEGIN { printf \"%.1f\", $bytes_per_token * $decode / 1e9 }")
+echo "decode reads $(awk "BEGIN { printf \"%.2f\", $bytes_per_token / 1e9 }") GB of weights per token:" \
+     "$decode_gb_s GB/s = $(awk "BEGIN { printf \"%.2f\", $decode_gb_s / $mem_bw }") x the read bandwidth"
+
+# the vision encoder, when the model has one: a 1024x768 and a 1540x1540 image
+image=$(mktemp --suffix=.ppm)
+for size in "1024 768" "1540 1540"; do
+    tests/bench image $size "$image"
+    if ./run "$model" -i "$image" --dump-image-embeddings /dev/null -t "$threads" > /dev/null 2> "$stats"; then
+        echo "vision $size: $(grep '^vision:' "$stats") (fp32 peak $peak_flops GFLOP/s)"
+    else
+        echo "vision $size: not measured ($(grep -m 1 "^run:" "$stats"))"
+    fi
+done
+rm -f "$stats" "$image"
+
+echo "bench: model=$(basename "$model" .bin) threads=$threads prefill_tok_s=$prefill decode_tok_s=$decode" \
+     "decode_gb_s=$decode_gb_s mem_bw_gb_s=$mem_bw"
