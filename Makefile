@@ -13,11 +13,13 @@ LDLIBS = -lm
 PYTHON ?= $(shell for p in /usr/bin/python3 python3; do $$p -c 'import numpy' 2>/dev/null && echo $$p && break; done)
 
 HEADERS = model.h quant.h json.h
+# stb_image (images for the vision encoder) from the system: Debian's libstb-dev
+STB_CFLAGS = $(shell pkg-config --cflags stb 2>/dev/null || echo -I/usr/include/stb)
 
 all: run quantize
 
-run: run.c $(HEADERS) unicode_table.h
-	$(CC) $(CFLAGS) $(OPENMP) $(WARN) -o $@ run.c $(LDLIBS)
+run: run.c vision.c $(HEADERS) unicode_table.h
+	$(CC) $(CFLAGS) $(OPENMP) $(WARN) $(STB_CFLAGS) -o $@ run.c $(LDLIBS)
 
 quantize: quantize.c $(HEADERS)
 	$(CC) $(CFLAGS) $(OPENMP) $(WARN) -o $@ quantize.c $(LDLIBS)

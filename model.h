@@ -19,7 +19,7 @@
 #include <string.h>
 
 #define MODEL_MAGIC "MS31RUN"    // 8 bytes with its NUL
-#define MODEL_VERSION 1
+#define MODEL_VERSION 2          // 2: q8 and q4 matrices in 16-row groups (quant.h)
 #define TENSOR_ALIGN 64
 #define MAX_TENSOR_NAME 80
 
@@ -102,8 +102,8 @@ typedef struct {
 typedef enum {
     TYPE_F32 = 0,                // float
     TYPE_F16 = 1,                // IEEE half
-    TYPE_Q8 = 2,                 // BlockQ8 (quant.h): 32 weights, fp16 scale, 8.5 bits/weight
-    TYPE_Q4 = 3,                 // BlockQ4 (quant.h): 256 weights, 4.5 bits/weight
+    TYPE_Q8 = 2,                 // BlockQ8 (quant.h): 32 weights, fp16 scale, 8.5 bits/weight; in 16-row groups
+    TYPE_Q4 = 3,                 // BlockQ4 (quant.h): 256 weights, 4.5 bits/weight; in 16-row groups
 } TensorType;
 
 typedef struct {
@@ -236,14 +236,15 @@ static inline uint64_t spec_elements(const TensorSpec *s) {
 // The type a tensor is stored in when the big matrices are asked to be `wanted`. Norms stay f32; so
 // does the patch convolution (588-long rows, MODEL.md §9) except in f16 files. In q4 files the output
 // head is q8: it decides every logit (README has the numbers). A matrix whose rows do not split into
-// q4 blocks (256) is q8, and one whose rows do not split into q8 blocks (32) is f16.
+// q4 blocks (256) is q8, and one whose rows do not split into q8 blocks (32) is f16. q8 and q4 matrices are
+// stored in groups of 16 rows (quant.h), so a matrix whose row count is not a multiple of 16 is f16 too.
 static inline uint32_t storage_type(const TensorSpec *s, uint32_t wanted) {
-    uint64_t cols = s->shape[1];
+    uint64_t rows = s->shape[0], cols = s->shape[1];
     if (s->n_dims == 1 || wanted == TYPE_F32) return TYPE_F32;
     if (strstr(s->name, "patch_conv")) return wanted == TYPE_F16 ? TYPE_F16 : TYPE_F32;
     if (wanted == TYPE_Q4 && strcmp(s->name, "output.weight") == 0) wanted = TYPE_Q8;
-    if (wanted == TYPE_Q4 && cols % 256 != 0) wanted = TYPE_Q8;
-    if (wanted == TYPE_Q8 && cols % 32 != 0) wanted = TYPE_F16;
+    if (wanted == TYPE_Q4 && (cols % 256 != 0 || rows % 16 != 0)) wanted = TYPE_Q8;
+    if (wanted == TYPE_Q8 && (cols % 32 != 0 || rows % 16 != 0)) wanted = TYPE_F16;
     return wanted;
 }
 

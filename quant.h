@@ -4,6 +4,7 @@
 //   q8           BlockQ8: 32 values with one fp16 scale, 8.5 bits/value (weights)
 //   activations  BlockQ8A: 32 values with one float scale, quantized at run time for the q8 and q4 dot products
 //   q4           BlockQ4: 256 weights in 8 sub-blocks of 32, each with a 6-bit scale and minimum, 4.5 bits/weight
+//   row groups   BlockQ8x16, BlockQ4x16: 16 rows' blocks interleaved, how q8 and q4 matrices are stored
 //
 // API (n is a multiple of the block size: 32 for q8, 256 for q4):
 //   float fp16_to_f32(uint16_t h);    uint16_t f32_to_fp16(float f);    float bf16_to_f32(uint16_t h);
@@ -11,9 +12,10 @@
 //   void quantize_q8(const float *x, BlockQ8 *out, int n);        void dequantize_q8(const BlockQ8 *in, float *out, int n);
 //   void quantize_q4(const float *x, BlockQ4 *out, int n);        void dequantize_q4(const BlockQ4 *in, float *out, int n);
 //   float dot_f16_f32(const uint16_t *w, const float *x, int n);
-//   void quantize_activations(const float *x, BlockQ8A *out, int n);
+//   void quantize_activations(const float *x, BlockQ8A *out, int n);   (one block: quantize_activation_block)
 //   float dot_q8_q8(const BlockQ8 *w, const BlockQ8A *x, int n);  x: activations from quantize_activations
 //   float dot_q4_q8(const BlockQ4 *w, const BlockQ8A *x, int n);
+//   interleave_q8, interleave_q4, q8x16_get_row, q4x16_get_row, ...   16-row groups: the matrix layout in files
 //
 // Each format has a plain quantize and dequantize function, and the dot products at the end are the readable
 // definitions that any faster (SIMD) version in run.c must agree with. No function keeps state: all are
@@ -382,19 +384,86 @@ typedef struct {
     int8_t q[QK8];     // value i = d * q[i], q in -127..127
 } BlockQ8A;
 
-static inline void quantize_activations(const float *x, BlockQ8A *out, int n) {
-    for (int b = 0; b < n / QK8; b++, x += QK8) {
-        float amax = 0.0f;
-        for (int i = 0; i < QK8; i++) amax = fabsf(x[i]) > amax ? fabsf(x[i]) : amax;
-        float d = amax / 127.0f, inv = d > 0.0f ? 1.0f / d : 0.0f;
-        out[b].d = d;
-        for (int i = 0; i < QK8; i++) {
-            float v = x[i] * inv;
-            v = v < 127.0f ? v : 127.0f;  // x * (1/d) can round just above 127
-            v = v > -127.0f ? v : -127.0f;
-            out[b].q[i] = (int8_t)(v >= 0.0f ? v + 0.5f : v - 0.5f);  // round half away from zero
-        }
+// One block of 32 values: writes the levels, returns the scale.
+static inline float quantize_activation_block(const float *x, int8_t q[QK8]) {
+    float amax = 0.0f;
+    for (int i = 0; i < QK8; i++) amax = fabsf(x[i]) > amax ? fabsf(x[i]) : amax;
+    float d = amax / 127.0f, inv = d > 0.0f ? 1.0f / d : 0.0f;
+    for (int i = 0; i < QK8; i++) {
+        float v = x[i] * inv;
+        v = v < 127.0f ? v : 127.0f;  // x * (1/d) can round just above 127
+        v = v > -127.0f ? v : -127.0f;
+        q[i] = (int8_t)(v >= 0.0f ? v + 0.5f : v - 0.5f);  // round half away from zero
     }
+    return d;
+}
+
+static inline void quantize_activations(const float *x, BlockQ8A *out, int n) {
+    for (int b = 0; b < n / QK8; b++) out[b].d = quantize_activation_block(x + b * QK8, out[b].q);
+}
+
+// ----------------------------------------------------------------------------
+// Row groups: how q8 and q4 matrices are stored in a model file. Sixteen consecutive rows are interleaved
+// block by block so that one 64-byte line holds 4 consecutive weights of each of the 16 rows. That is the
+// operand layout of the integer dot-product instructions, which multiply 4 bytes by 4 bytes into one 32-bit
+// lane: x86 vpdpbusd (16 lanes = the 16 rows), an AMX tile's rows, arm64 sdot (4 lanes). The kernels load
+// the weights as stored and multiply them by 4 activation bytes repeated in every lane, 16 rows at a time,
+// with no shuffles. The values are those of the rows' BlockQ8/BlockQ4 (quantize_q8/q4 make them); only the
+// byte order differs.
+//
+// A matrix of R rows (a multiple of 16) and C columns is R/16 groups one after another; group G (rows
+// 16G..16G+15) is C/32 BlockQ8x16 or C/256 BlockQ4x16, its block b holding block b of each of its rows.
+
+#define QROWS 16
+
+typedef struct {
+    uint16_t d[QROWS];          // row r's fp16 scale
+    int8_t q[QROWS * QK8];      // q[64g + 4r + i] = row r's q[4g + i]: line g (0..7) = weights 4g..4g+3 of every row
+} BlockQ8x16;                   // 16 BlockQ8 in 544 bytes
+
+typedef struct {
+    uint16_t d[QROWS], dmin[QROWS];  // row r's fp16 super-block scales
+    uint8_t scales[QROWS][12];       // row r's packed 6-bit scales and minimums, as in BlockQ4
+    uint8_t qs[QROWS * 128];         // qs[64w + 4r + i] = row r's qs[4w + i]. Line w = 8k + g (k = 0..3, g = 0..7)
+                                     // holds weights 4g..4g+3 of sub-block 2k of every row in its low nibbles and
+                                     // those of sub-block 2k+1 in its high nibbles
+} BlockQ4x16;                        // 16 BlockQ4 in 2304 bytes, a multiple of 64: the lines stay aligned
+_Static_assert(sizeof(BlockQ8x16) == 16 * sizeof(BlockQ8), "BlockQ8x16 is 16 BlockQ8");
+_Static_assert(sizeof(BlockQ4x16) == 16 * sizeof(BlockQ4), "BlockQ4x16 is 16 BlockQ4");
+
+static inline void q8x16_set_row(BlockQ8x16 *g, int r, const BlockQ8 *b) {
+    g->d[r] = b->d;
+    for (int w = 0; w < QK8 / 4; w++) memcpy(&g->q[64 * w + 4 * r], &b->q[4 * w], 4);
+}
+
+static inline void q8x16_get_row(const BlockQ8x16 *g, int r, BlockQ8 *b) {
+    b->d = g->d[r];
+    for (int w = 0; w < QK8 / 4; w++) memcpy(&b->q[4 * w], &g->q[64 * w + 4 * r], 4);
+}
+
+static inline void q4x16_set_row(BlockQ4x16 *g, int r, const BlockQ4 *b) {
+    g->d[r] = b->d;
+    g->dmin[r] = b->dmin;
+    memcpy(g->scales[r], b->scales, 12);
+    for (int w = 0; w < 32; w++) memcpy(&g->qs[64 * w + 4 * r], &b->qs[4 * w], 4);
+}
+
+static inline void q4x16_get_row(const BlockQ4x16 *g, int r, BlockQ4 *b) {
+    b->d = g->d[r];
+    b->dmin = g->dmin[r];
+    memcpy(b->scales, g->scales[r], 12);
+    for (int w = 0; w < 32; w++) memcpy(&b->qs[4 * w], &g->qs[64 * w + 4 * r], 4);
+}
+
+// 16 rows of nb blocks each, one row after another (as quantize_q8/q4 write them) -> nb group blocks.
+static inline void interleave_q8(const BlockQ8 *rows, int nb, BlockQ8x16 *out) {
+    for (int b = 0; b < nb; b++)
+        for (int r = 0; r < QROWS; r++) q8x16_set_row(&out[b], r, &rows[(size_t)r * nb + b]);
+}
+
+static inline void interleave_q4(const BlockQ4 *rows, int nb, BlockQ4x16 *out) {
+    for (int b = 0; b < nb; b++)
+        for (int r = 0; r < QROWS; r++) q4x16_set_row(&out[b], r, &rows[(size_t)r * nb + b]);
 }
 
 // ----------------------------------------------------------------------------

@@ -505,6 +505,23 @@ static void convert_rows(const PlanEntry *e, uint64_t r0, uint64_t nr, uint8_t *
     st->f16_inexact += inexact;
 }
 
+// q8 and q4 matrices are stored in groups of 16 rows (quant.h): rows [0, nr) of `out`, converted one after
+// another, are interleaved in place a group at a time (nr is a multiple of 16). 0 ok, -1 out of memory.
+static int interleave_rows(uint32_t type, uint8_t *out, uint64_t nr, uint64_t cols) {
+    if (type != TYPE_Q8 && type != TYPE_Q4) return 0;
+    uint64_t group_bytes = QROWS * type_bytes(type, cols);
+    uint8_t *rows = malloc(group_bytes);
+    if (!rows) return -1;
+    for (uint64_t r = 0; r < nr; r += QROWS) {
+        uint8_t *group = out + r / QROWS * group_bytes;
+        memcpy(rows, group, group_bytes);
+        if (type == TYPE_Q8) interleave_q8((const BlockQ8 *)rows, (int)(cols / QK8), (BlockQ8x16 *)group);
+        else interleave_q4((const BlockQ4 *)rows, (int)(cols / QK4), (BlockQ4x16 *)group);
+    }
+    free(rows);
+    return 0;
+}
+
 // ----------------------------------------------------------------------------
 // progress: a bar on a terminal, a plain line every 5% otherwise
 
@@ -772,7 +789,10 @@ static int convert(const Options *o) {
     for (int i = 0; i < n && rc == 0; i++) {
         PlanEntry *e = &plan[i];
         uint64_t rows = e->info->shape[0], row_bytes = e->info->bytes / rows;
+        uint64_t cols = (uint64_t)e->info->shape[1] * e->info->shape[2] * e->info->shape[3];
         uint64_t rows_per_chunk = chunk_cap / row_bytes ? chunk_cap / row_bytes : 1;
+        if (e->info->type == TYPE_Q8 || e->info->type == TYPE_Q4)  // whole groups of 16 rows
+            rows_per_chunk = rows_per_chunk < QROWS ? QROWS : rows_per_chunk / QROWS * QROWS;
         if (rows_per_chunk * row_bytes > chunk_cap) {
             free(chunk);
             chunk_cap = rows_per_chunk * row_bytes;
@@ -782,7 +802,8 @@ static int convert(const Options *o) {
         for (uint64_t r = 0; r < rows && rc == 0; r += rows_per_chunk) {
             uint64_t nr = rows - r < rows_per_chunk ? rows - r : rows_per_chunk;
             convert_rows(e, r, nr, chunk, &stats[i]);
-            rc = write_all(f, chunk, nr * row_bytes, tmp_path);
+            if (interleave_rows(e->info->type, chunk, nr, cols)) rc = fail("out of memory");
+            if (rc == 0) rc = write_all(f, chunk, nr * row_bytes, tmp_path);
             if (!e->permute_heads) release_source(&ck, e->src, e->src->bytes / rows * r, e->src->bytes / rows * (r + nr));
             p.done += e->src->bytes * nr / rows;
             progress_show(&p, 0);

@@ -6,9 +6,12 @@
 
 The sections follow the data: the model file (mapped, checked, viewed as weights) -> the Tekken
 tokenizer (text <-> token ids) -> the neural-net blocks (matmul, rmsnorm, RoPE) -> the transformer
-(a batch of tokens through 40 layers, with a KV cache) -> the sampler -> generation (prompt format,
-streaming, chat) -> the command line. MODEL.md (shared docs) is the specification; model.h is the
-file format; quant.h the q4/q8/f16 number formats and their dot products.
+(a batch of tokens through 40 layers, with a KV cache) -> vision (vision.c, included: image -> [IMG]
+embeddings) -> the sampler -> generation (prompt format, streaming, chat) -> the command line. MODEL.md
+(shared docs) is the specification; model.h is the file format; quant.h the q4/q8/f16 number formats and
+their dot products.
+
+    ./run weights/mistral-small-3.1-q4.bin -i photo.jpg -p "What is in this picture?"
 */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -54,11 +57,25 @@ typedef struct {
     Tensor w3;                   // (hidden_dim, dim) up
 } LayerWeights;
 
+// The Pixtral vision encoder and the projector (vision.c), present when config.vision_layers > 0.
+// D = vision_dim (1024), m = spatial_merge_size (2).
+typedef struct {
+    Tensor patch_conv;           // (D, 3 * patch_size * patch_size): one row of 588 per output channel
+    const float *ln_pre;         // (D)
+    LayerWeights *layers;        // (vision_layers) the same tensors as a text layer: wq..wo (D, D),
+                                 // w1 and w3 (vision_hidden_dim, D), w2 (D, vision_hidden_dim)
+    const float *pre_mm_norm;    // (D)
+    Tensor merging;              // (D, D * m * m) patch merger
+    Tensor w_in;                 // (dim, D)
+    Tensor w_out;                // (dim, dim)
+} VisionWeights;
+
 typedef struct {
     Tensor tok_embeddings;       // (vocab_size, dim)
     LayerWeights *layers;        // (n_layers)
     const float *norm;           // (dim)
     Tensor output;               // (vocab_size, dim)
+    VisionWeights vision;        // all zero when the model has no vision encoder
 } Weights;
 
 // The tokenizer part of the file (model.h), used in place; the tokenizer section builds on it.
@@ -96,10 +113,21 @@ static Tensor tensor_view(const Model *m, const char *name) {
 
 static const float *norm_view(const Model *m, const char *name) { return tensor_view(m, name).data; }
 
-static Tensor layer_tensor(const Model *m, int layer, const char *suffix) {
+// The 9 tensors of a layer named PREFIX.N.*: text layers are "layers.N.*", vision layers
+// "vision_encoder.transformer.layers.N.*".
+static void load_layer(const Model *m, const char *prefix, int layer, LayerWeights *lw) {
     char name[MAX_TENSOR_NAME];
-    snprintf(name, sizeof name, "layers.%d.%s", layer, suffix);
-    return tensor_view(m, name);
+#define LAYER_TENSOR(suffix) (snprintf(name, sizeof name, "%s.%d.%s", prefix, layer, suffix), tensor_view(m, name))
+    lw->attention_norm = LAYER_TENSOR("attention_norm.weight").data;
+    lw->wq = LAYER_TENSOR("attention.wq.weight");
+    lw->wk = LAYER_TENSOR("attention.wk.weight");
+    lw->wv = LAYER_TENSOR("attention.wv.weight");
+    lw->wo = LAYER_TENSOR("attention.wo.weight");
+    lw->ffn_norm = LAYER_TENSOR("ffn_norm.weight").data;
+    lw->w1 = LAYER_TENSOR("feed_forward.w1.weight");
+    lw->w2 = LAYER_TENSOR("feed_forward.w2.weight");
+    lw->w3 = LAYER_TENSOR("feed_forward.w3.weight");
+#undef LAYER_TENSOR
 }
 
 // Every tensor the config implies must be in the directory, with that shape, inside the file, in a
@@ -201,22 +229,24 @@ static int model_load(Model *m, const char *path) {
     w->output = tensor_view(m, "output.weight");
     w->layers = calloc(c->n_layers, sizeof *w->layers);
     if (!w->layers) return fail("out of memory");
-    for (int l = 0; l < c->n_layers; l++) {
-        LayerWeights *lw = &w->layers[l];
-        lw->attention_norm = layer_tensor(m, l, "attention_norm.weight").data;
-        lw->wq = layer_tensor(m, l, "attention.wq.weight");
-        lw->wk = layer_tensor(m, l, "attention.wk.weight");
-        lw->wv = layer_tensor(m, l, "attention.wv.weight");
-        lw->wo = layer_tensor(m, l, "attention.wo.weight");
-        lw->ffn_norm = layer_tensor(m, l, "ffn_norm.weight").data;
-        lw->w1 = layer_tensor(m, l, "feed_forward.w1.weight");
-        lw->w2 = layer_tensor(m, l, "feed_forward.w2.weight");
-        lw->w3 = layer_tensor(m, l, "feed_forward.w3.weight");
+    for (int l = 0; l < c->n_layers; l++) load_layer(m, "layers", l, &w->layers[l]);
+    if (c->vision_layers > 0) {
+        VisionWeights *v = &w->vision;
+        v->patch_conv = tensor_view(m, "vision_encoder.patch_conv.weight");
+        v->ln_pre = norm_view(m, "vision_encoder.ln_pre.weight");
+        v->pre_mm_norm = norm_view(m, "pre_mm_projector_norm.weight");
+        v->merging = tensor_view(m, "patch_merger.merging_layer.weight");
+        v->w_in = tensor_view(m, "vision_language_adapter.w_in.weight");
+        v->w_out = tensor_view(m, "vision_language_adapter.w_out.weight");
+        v->layers = calloc(c->vision_layers, sizeof *v->layers);
+        if (!v->layers) return fail("out of memory");
+        for (int l = 0; l < c->vision_layers; l++) load_layer(m, "vision_encoder.transformer.layers", l, &v->layers[l]);
     }
     return 0;
 }
 
 static void model_free(Model *m) {
+    free(m->weights.vision.layers);
     free(m->weights.layers);
     if (m->map) munmap(m->map, m->map_bytes);
 }
@@ -757,45 +787,1235 @@ int decoder_flush(TokenDecoder *d, char *out) {
 // ----------------------------------------------------------------------------
 // neural net blocks; matmul is where the time goes
 
+// matmul multiplies a batch of activation vectors by a weight matrix as the file stores it. The plain C
+// kernels below ("scalar") are its definition. Faster kernels for x86 (AVX2, AVX-512, AVX-512 VNNI) and arm64
+// (NEON, NEON with the dot-product instructions) compute the same sums in the same order; one set is chosen
+// once from the CPU's features (kernels_for_cpu) and tests/test_kernels.py checks each against the scalar
+// one. x86 kernels are compiled with __attribute__((target)), so a plain -O2 build runs on any x86-64.
+//
+// q8 and q4 weights are multiplied with activations quantized to int8 blocks of 32 (QuantizedActs), as
+// integer dot products. The weights are stored in groups of 16 rows whose 64-byte lines hold 4 consecutive
+// weights of each of the 16 rows (quant.h). One instruction multiplies such a line by 4 activation bytes
+// repeated in every 32-bit lane and adds each row's 4 products into its lane: x86 vpdpbusd (AVX2 takes
+// vpmaddubsw + vpmaddwd) gives 16 rows of one token in one register, NEON sdot 4 rows. A line loaded once
+// serves every token of a tile from registers, with no shuffles. At the end of each block of 32 the lanes
+// are converted to float and scaled, as the weight and activation scales change from block to block:
+//
+//   q8, row r, block b:         out += (d_r · dx_b) · Σ_i q_ri xq_i
+//   q4, row r, sub-block j:     out += (d_r·sc_rj · dx_j) · Σ_i q_ri xq_i  −  (dmin_r·mn_rj) · (dx_j · Σ_i xq_i)
+//
+// with exact integer sums Σ, block after block in column order; the SIMD kernels do each += as one fused
+// multiply-add (so all of them give the same bits), the scalar ones round twice. f16 and f32 weights are
+// plain rows multiplied with the float activations.
+
 // One row of a weight matrix as floats (an embedding lookup).
 static void dequantize_row(const Tensor *w, int row, float *out) {
-    const uint8_t *p = (const uint8_t *)w->data + type_bytes(w->type, (uint64_t)row * w->cols);
+    int cols = w->cols, r = row % QROWS;
+    const uint8_t *p = (const uint8_t *)w->data;
     switch (w->type) {
-    case TYPE_F32: memcpy(out, p, w->cols * sizeof(float)); break;
-    case TYPE_F16: for (int i = 0; i < w->cols; i++) out[i] = fp16_to_f32(((const uint16_t *)p)[i]); break;
-    case TYPE_Q8: dequantize_q8((const BlockQ8 *)p, out, w->cols); break;
-    case TYPE_Q4: dequantize_q4((const BlockQ4 *)p, out, w->cols); break;
+    case TYPE_F32: memcpy(out, p + (size_t)row * cols * 4, cols * sizeof(float)); break;
+    case TYPE_F16:
+        for (int i = 0; i < cols; i++) out[i] = fp16_to_f32(((const uint16_t *)p)[(size_t)row * cols + i]);
+        break;
+    case TYPE_Q8:
+        for (int b = 0; b < cols / QK8; b++) {
+            BlockQ8 blk;
+            q8x16_get_row((const BlockQ8x16 *)p + (size_t)(row / QROWS) * (cols / QK8) + b, r, &blk);
+            dequantize_q8(&blk, out + b * QK8, QK8);
+        }
+        break;
+    case TYPE_Q4:
+        for (int b = 0; b < cols / QK4; b++) {
+            BlockQ4 blk;
+            q4x16_get_row((const BlockQ4x16 *)p + (size_t)(row / QROWS) * (cols / QK4) + b, r, &blk);
+            dequantize_q4(&blk, out + b * QK4, QK4);
+        }
+        break;
+    }
+}
+
+// Activations quantized for the q8 and q4 kernels (quant.h's quantize_activation_block), token by token.
+typedef struct {
+    int cols;                    // values per token
+    int8_t *q;                   // (n, cols) levels, each token's in a row of its own
+    float *d;                    // (n, cols / 32) scale of each block
+    float *dsum;                 // (n, cols / 32) d · Σ levels of the block: what q4's minimums multiply
+    int32_t *sum;                // (n, cols / 32) Σ levels (x86 VNNI q8 adds 128 to make the weights unsigned)
+} QuantizedActs;
+
+
+// A tile: the 16 rows of one group times nt tokens (nt = 1, 2, 4 or 8), over nb blocks (q8: 32 columns,
+// q4: 256). The kernels keep a tile's sums in registers.
+typedef struct {
+    const void *w;               // the group's first block: BlockQ8x16 or BlockQ4x16
+    int nb;
+    const float *scales;         // q4: 256 floats per block from the kernel set's q4_scales
+    const int8_t *xq;            // levels of token 0 from the first block's columns; token t at + t·xstride
+    const float *dx, *dsum;      // token 0's scales and d·Σ from the first block; token t at + t·bstride
+    const int32_t *sum;          // token 0's Σ levels, likewise
+    int xstride, bstride;
+    float *out;                  // token 0's 16 results; token t's at + t·ostride
+    int ostride;
+    int load;                    // add to what out holds (a later range of columns), else start from 0
+    int prefetch;                // fetch the weights this many bytes ahead into L2 while going (streaming); or 0
+} Tile;
+
+typedef void TileKernel(const Tile *p, int nt);
+// The scales of a q4 group block as floats, lane r = row r: out[16j + r] = d_r·sc_rj (j = 0..7, times `odd`
+// for odd j) and out[128 + 16j + r] = dmin_r·mn_rj. The products are exact (11 by 6 significant bits).
+typedef void ScalesKernel(const BlockQ4x16 *blk, float odd, float *out);
+// f32/f16 weights: out[t][r] for rows [r0, r1) and the n tokens of x (n, w->cols); out is (n, w->rows).
+typedef void RowKernel(const Tensor *w, int r0, int r1, const float *x, int n, float *out);
+// Attention of one token to `len` keys, for the nq query heads of one kv head (q: nq rows of d):
+// scores s[a·ld + j] = scale · q_a · key_j, and out_a (nq rows of d) += Σ_j p[a·ld + j] · value_j. Keys and
+// values are rows of d, `stride` floats apart (the KV cache).
+typedef void ScoresKernel(const float *q, int nq, int d, const float *keys, size_t stride, int len, float scale,
+                          float *s, size_t ld);
+typedef void MixKernel(const float *p, size_t ld, int nq, int d, const float *values, size_t stride, int len,
+                       float *out);
+// nb blocks of 32 activations x -> their levels q (32 each), scales d and sums of levels, exactly as
+// quant.h's quantize_activation_block (the SIMD versions do the same IEEE operations).
+typedef void QuantizeKernel(const float *x, int nb, int8_t *q, float *d, int32_t *sum);
+
+typedef struct {
+    const char *name;            // as --help shows it
+    TileKernel *q4, *q8;
+    ScalesKernel *q4_scales;
+    float q4_odd;                // what q4_scales multiplies odd sub-blocks' scales by
+    RowKernel *f16, *f32;
+    ScoresKernel *scores;
+    MixKernel *mix;
+    QuantizeKernel *quantize;
+} Kernels;
+
+static inline int32_t load_i32(const int8_t *p) { int32_t v; memcpy(&v, p, 4); return v; }
+
+// Token t of x into a (its d·Σ from the kernel's scales and sums).
+static void quantize_token(const Kernels *k, const QuantizedActs *a, int t, const float *x) {
+    int nb = a->cols / QK8;
+    size_t first = (size_t)t * nb;
+    k->quantize(x, nb, a->q + (size_t)t * a->cols, a->d + first, a->sum + first);
+    for (int b = 0; b < nb; b++) a->dsum[first + b] = a->d[first + b] * (float)a->sum[first + b];
+}
+
+// Streaming weights from memory, the hardware prefetcher stops at each 4 KiB page and the loads of a
+// compute-heavy loop do not run far enough ahead: the kernels ask for the lines `ahead` bytes on into L2,
+// one as they use a line (i = 0..7 of the block's part k), and a ninth per eight (a q4 block is 36 lines, a
+// q8 one 8.5): spread out, not in bursts, which would stall the loads waiting for fill buffers. With ahead
+// = 0 they touch lines in cache: cheaper than a branch.
+static inline void prefetch_lines(const void *block, int ahead, int k, int i) {
+    const char *line = (const char *)block + ahead + 64 * (9 * k + i);
+    __builtin_prefetch(line, 0, 2);
+    if (i == 7) __builtin_prefetch(line + 64, 0, 2);
+}
+
+// ---- the definitions: scalar kernels
+
+static void q4_scales_scalar(const BlockQ4x16 *blk, float odd, float *out) {
+    for (int r = 0; r < QROWS; r++) {
+        int v[16];
+        q4_unpack_scales(blk->scales[r], v);
+        float d = fp16_to_f32(blk->d[r]), dmin = fp16_to_f32(blk->dmin[r]);
+        for (int j = 0; j < 8; j++) {
+            out[16 * j + r] = d * (float)v[j] * (j % 2 ? odd : 1.0f);
+            out[128 + 16 * j + r] = dmin * (float)v[8 + j];
+        }
+    }
+}
+
+// Line 8k + i of a q4 group block holds weights 4i..4i+3 of sub-block 2k (low nibbles) and of sub-block
+// 2k+1 (high nibbles) of each row, so sub-block j is in lines 8(j/2) .. 8(j/2)+7.
+static void q4_tile_scalar(const Tile *p, int nt) {
+    for (int t = 0; t < nt; t++) {
+        const int8_t *xq = p->xq + (size_t)t * p->xstride;
+        const float *dx = p->dx + (size_t)t * p->bstride, *dsum = p->dsum + (size_t)t * p->bstride;
+        for (int r = 0; r < QROWS; r++) {
+            float acc = p->load ? p->out[(size_t)t * p->ostride + r] : 0.0f;
+            for (int b = 0; b < p->nb; b++) {
+                const BlockQ4x16 *blk = (const BlockQ4x16 *)p->w + b;
+                const float *sc = p->scales + 256 * b, *mn = sc + 128;
+                for (int j = 0; j < 8; j++) {
+                    int32_t isum = 0;
+                    for (int line = 0; line < 8; line++)
+                        for (int i = 0; i < 4; i++) {
+                            int q = (blk->qs[64 * (8 * (j / 2) + line) + 4 * r + i] >> 4 * (j % 2)) & 15;
+                            isum += q * xq[QK4 * b + 32 * j + 4 * line + i];
+                        }
+                    acc += (float)isum * (sc[16 * j + r] * dx[8 * b + j]);
+                    acc -= mn[16 * j + r] * dsum[8 * b + j];
+                }
+            }
+            p->out[(size_t)t * p->ostride + r] = acc;
+        }
+    }
+}
+
+// Line i of a q8 group block holds weights 4i..4i+3 of each row.
+static void q8_tile_scalar(const Tile *p, int nt) {
+    for (int t = 0; t < nt; t++) {
+        const int8_t *xq = p->xq + (size_t)t * p->xstride;
+        const float *dx = p->dx + (size_t)t * p->bstride;
+        for (int r = 0; r < QROWS; r++) {
+            float acc = p->load ? p->out[(size_t)t * p->ostride + r] : 0.0f;
+            for (int b = 0; b < p->nb; b++) {
+                const BlockQ8x16 *blk = (const BlockQ8x16 *)p->w + b;
+                int32_t isum = 0;
+                for (int line = 0; line < 8; line++)
+                    for (int i = 0; i < 4; i++) isum += blk->q[64 * line + 4 * r + i] * xq[QK8 * b + 4 * line + i];
+                acc += (float)isum * (fp16_to_f32(blk->d[r]) * dx[b]);
+            }
+            p->out[(size_t)t * p->ostride + r] = acc;
+        }
+    }
+}
+
+static void f32_rows_scalar(const Tensor *w, int r0, int r1, const float *x, int n, float *out) {
+    for (int r = r0; r < r1; r++) {
+        const float *row = (const float *)w->data + (size_t)r * w->cols;
+        for (int t = 0; t < n; t++) {
+            const float *xt = x + (size_t)t * w->cols;
+            float sum = 0.0f;
+            for (int i = 0; i < w->cols; i++) sum += row[i] * xt[i];
+            out[(size_t)t * w->rows + r] = sum;
+        }
+    }
+}
+
+static void f16_rows_scalar(const Tensor *w, int r0, int r1, const float *x, int n, float *out) {
+    for (int r = r0; r < r1; r++)
+        for (int t = 0; t < n; t++)
+            out[(size_t)t * w->rows + r] = dot_f16_f32((const uint16_t *)w->data + (size_t)r * w->cols,
+                                                       x + (size_t)t * w->cols, w->cols);
+}
+
+static void scores_scalar(const float *q, int nq, int d, const float *keys, size_t stride, int len, float scale,
+                          float *s, size_t ld) {
+    for (int j = 0; j < len; j++)
+        for (int a = 0; a < nq; a++) {
+            float dot = 0.0f;
+            for (int i = 0; i < d; i++) dot += q[a * d + i] * keys[j * stride + i];
+            s[a * ld + j] = dot * scale;
+        }
+}
+
+static void mix_scalar(const float *p, size_t ld, int nq, int d, const float *values, size_t stride, int len,
+                       float *out) {
+    for (int j = 0; j < len; j++)
+        for (int a = 0; a < nq; a++)
+            for (int i = 0; i < d; i++) out[a * d + i] += p[a * ld + j] * values[j * stride + i];
+}
+
+static void quantize_scalar(const float *x, int nb, int8_t *q, float *d, int32_t *sum) {
+    for (int b = 0; b < nb; b++) {
+        d[b] = quantize_activation_block(x + QK8 * b, q + QK8 * b);
+        sum[b] = 0;
+        for (int i = 0; i < QK8; i++) sum[b] += q[QK8 * b + i];
+    }
+}
+
+static const Kernels kernels_scalar = {"scalar", q4_tile_scalar, q8_tile_scalar, q4_scales_scalar, 1.0f,
+                                       f16_rows_scalar, f32_rows_scalar, scores_scalar, mix_scalar, quantize_scalar};
+
+// ---- x86: AVX2, AVX-512, AVX-512 VNNI
+//
+// Each kernel is an always-inline body for a fixed number of tokens nt (so that its sums stay in registers)
+// and a function that picks the body for the tile's nt.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define HAVE_X86_KERNELS
+#define TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define TARGET_AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl")))
+#define TARGET_VNNI __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")))
+#define INLINE inline __attribute__((always_inline))
+
+// q4_scales_scalar for 16 rows at once. Row r's 12 packed bytes are dwords 3r, 3r+1, 3r+2 of the 192:
+// permutes gather dword k of every row into lane r of w[k], and six-bit value v (bits 6v..6v+5 of the
+// row's 96) is a shift and a mask away, but for the two that straddle dwords (v = 5, 10).
+TARGET_AVX512 static void q4_scales_avx512(const BlockQ4x16 *blk, float odd, float *out) {
+    __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)blk->d));
+    __m512 d_odd = _mm512_mul_ps(d, _mm512_set1_ps(odd));
+    __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)blk->dmin));
+    const uint8_t *bytes = blk->scales[0];
+    __m512i z0 = _mm512_loadu_si512(bytes), z1 = _mm512_loadu_si512(bytes + 64), z2 = _mm512_loadu_si512(bytes + 128);
+    __m512i w[3];
+    #pragma GCC unroll 3
+    for (int k = 0; k < 3; k++) {
+        __m512i index = _mm512_add_epi32(_mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4,
+                                                                              3, 2, 1, 0), _mm512_set1_epi32(3)),
+                                         _mm512_set1_epi32(k));                 // dword 3r + k: in z0 z1 (< 32) or z2
+        w[k] = _mm512_permutex2var_epi32(z0, index, z1);
+        w[k] = _mm512_mask_permutexvar_epi32(w[k], _mm512_cmpge_epi32_mask(index, _mm512_set1_epi32(32)), index, z2);
+    }
+    const __m512i six = _mm512_set1_epi32(63);
+    #pragma GCC unroll 16
+    for (int v = 0; v < 16; v++) {
+        int bit = 6 * v, k = bit / 32, shift = bit % 32;
+        __m512i value = _mm512_srli_epi32(w[k], shift);
+        if (shift > 26) value = _mm512_or_si512(value, _mm512_slli_epi32(w[k + 1], 32 - shift));
+        value = _mm512_and_si512(value, six);
+        _mm512_storeu_ps(out + 16 * v, _mm512_mul_ps(_mm512_cvtepi32_ps(value), v >= 8 ? dmin : v % 2 ? d_odd : d));
+    }
+}
+
+// The same with AVX2, 8 rows at a time.
+TARGET_AVX2 static void q4_scales_avx2(const BlockQ4x16 *blk, float odd, float *out) {
+    for (int h = 0; h < 2; h++) {
+        __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk->d + 8 * h)));
+        __m256 d_odd = _mm256_mul_ps(d, _mm256_set1_ps(odd));
+        __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk->dmin + 8 * h)));
+        __m256i offsets = _mm256_set_epi32(84, 72, 60, 48, 36, 24, 12, 0);
+        for (int i = 0; i < 4; i++) {
+            __m256i bits = _mm256_i32gather_epi32((const int *)(blk->scales[8 * h] + 3 * i), offsets, 1);
+            for (int k = 0; k < 4; k++) {
+                int v = 4 * i + k;
+                __m256i six = _mm256_and_si256(_mm256_srli_epi32(bits, 6 * k), _mm256_set1_epi32(63));
+                _mm256_storeu_ps(out + 16 * v + 8 * h,
+                                 _mm256_mul_ps(_mm256_cvtepi32_ps(six), v >= 8 ? dmin : v % 2 ? d_odd : d));
+            }
+        }
+    }
+}
+
+// The float part of a q4 sub-block for one token, 16 lanes = 16 rows: acc += isum·(sc·dx) − mn·dsum.
+TARGET_AVX512 static INLINE __m512 q4_accumulate512(__m512 acc, __m512i isum, __m512 sc, __m512 mn, float dx, float dsum) {
+    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(sc, _mm512_set1_ps(dx)), acc);
+    return _mm512_fnmadd_ps(mn, _mm512_set1_ps(dsum), acc);
+}
+
+// q4 with AVX-512 VNNI. Line i of sub-blocks 2k, 2k+1 gives two vpdpbusd operands: v & 0x0F (sub-block 2k)
+// and v & 0xF0, the levels of 2k+1 times 16 (q4_odd = 1/16 divides their scales). vpdpbusd multiplies one
+// by 4 activation bytes broadcast to every lane: lane r += the 4 products of row r.
+TARGET_VNNI static INLINE void q4_tile_vnni_n(const Tile *p, const int nt) {
+    __m512 acc[8];
+    #pragma GCC unroll 8
+    for (int t = 0; t < nt; t++) acc[t] = p->load ? _mm512_loadu_ps(p->out + t * p->ostride) : _mm512_setzero_ps();
+    const __m512i low = _mm512_set1_epi8(0x0F), high = _mm512_set1_epi8((char)0xF0);
+    const int chains = nt <= 2 ? 2 : 1;  // independent sums per sub-block: few tokens need more in flight
+    for (int b = 0; b < p->nb; b++) {
+        const BlockQ4x16 *blk = (const BlockQ4x16 *)p->w + b;
+        const float *sc = p->scales + 256 * b, *mn = sc + 128;
+        for (int k = 0; k < 4; k++) {
+            __m512i even[8][2], odd[8][2];
+            #pragma GCC unroll 8
+            for (int t = 0; t < nt; t++) even[t][0] = odd[t][0] = even[t][1] = odd[t][1] = _mm512_setzero_si512();
+            #pragma GCC unroll 8
+            for (int i = 0; i < 8; i++) {
+                __m512i v = _mm512_loadu_si512(blk->qs + 64 * (8 * k + i));
+                prefetch_lines(blk, p->prefetch, k, i);
+                __m512i lo = _mm512_and_si512(v, low), hi16 = _mm512_and_si512(v, high);
+                #pragma GCC unroll 8
+                for (int t = 0; t < nt; t++) {
+                    const int8_t *x = p->xq + t * p->xstride + QK4 * b + 64 * k + 4 * i;
+                    int c = i % chains;
+                    even[t][c] = _mm512_dpbusd_epi32(even[t][c], lo, _mm512_set1_epi32(load_i32(x)));
+                    odd[t][c] = _mm512_dpbusd_epi32(odd[t][c], hi16, _mm512_set1_epi32(load_i32(x + 32)));
+                }
+            }
+            __m512 sc0 = _mm512_loadu_ps(sc + 32 * k), sc1 = _mm512_loadu_ps(sc + 32 * k + 16);
+            __m512 mn0 = _mm512_loadu_ps(mn + 32 * k), mn1 = _mm512_loadu_ps(mn + 32 * k + 16);
+            #pragma GCC unroll 8
+            for (int t = 0; t < nt; t++) {
+                int j = t * p->bstride + 8 * b + 2 * k;
+                __m512i e = chains == 2 ? _mm512_add_epi32(even[t][0], even[t][1]) : even[t][0];
+                __m512i o = chains == 2 ? _mm512_add_epi32(odd[t][0], odd[t][1]) : odd[t][0];
+                acc[t] = q4_accumulate512(acc[t], e, sc0, mn0, p->dx[j], p->dsum[j]);
+                acc[t] = q4_accumulate512(acc[t], o, sc1, mn1, p->dx[j + 1], p->dsum[j + 1]);
+            }
+        }
+    }
+    #pragma GCC unroll 8
+    for (int t = 0; t < nt; t++) _mm512_storeu_ps(p->out + t * p->ostride, acc[t]);
+}
+
+// q4 with AVX-512BW: vpmaddubsw adds pairs of products into 16-bit lanes. The 8 lines of a sub-block add
+// up to at most 8·2·15·127 = 30480, so they are summed in 16 bits and widened once (vpmaddwd with ones);
+// high nibbles are shifted down (times 16 they would overflow).
+TARGET_AVX512 static INLINE void q4_tile_avx512_n(const Tile *p, const int nt) {
+    __m512 acc[8];
+    #pragma GCC unroll 8
+    for (int t = 0; t < nt; t++) acc[t] = p->load ? _mm512_loadu_ps(p->out + t * p->ostride) : _mm512_setzero_ps();
+    const __m512i low = _mm512_set1_epi8(0x0F), ones = _mm512_set1_epi16(1);
+    for (int b = 0; b < p->nb; b++) {
+        const BlockQ4x16 *blk = (const BlockQ4x16 *)p->w + b;
+        const float *sc = p->scales + 256 * b, *mn = sc + 128;
+        for (int j = 0; j < 8; j++) {
+            __m512i pairs[8];
+            #pragma GCC unroll 8
+            for (int t = 0; t < nt; t++) pairs[t] = _mm512_setzero_si512();
+            for (int i = 0; i < 8; i++) {
+                __m512i v = _mm512_loadu_si512(blk->qs + 64 * (8 * (j / 2) + i));
+                if (j % 2 == 0) prefetch_lines(blk, p->prefetch, j / 2, i);
+                __m512i q = _mm512_and_si512(j % 2 ? _mm512_srli_epi16(v, 4) : v, low);
+                #pragma GCC unroll 8
+                for (int t = 0; t < nt; t++) {
+                    __m512i x = _mm512_set1_epi32(load_i32(p->xq + t * p->xstride + QK4 * b + 32 * j + 4 * i));
+                    pairs[t] = _mm512_add_epi16(pairs[t], _mm512_maddubs_epi16(q, x));
+                }
+            }
+            __m512 scj = _mm512_loadu_ps(sc + 16 * j), mnj = _mm512_loadu_ps(mn + 16 * j);
+            #pragma GCC unroll 8
+            for (int t = 0; t < nt; t++) {
+                int jx = t * p->bstride + 8 * b + j;
+                acc[t] = q4_accumulate512(acc[t], _mm512_madd_epi16(pairs[t], ones), scj, mnj, p->dx[jx], p->dsum[jx]);
+            }
+        }
+    }
+    #pragma GCC unroll 8
+    for (int t = 0; t < nt; t++) _mm512_storeu_ps(p->out + t * p->ostride, acc[t]);
+}
+
+// q8 with AVX-512 VNNI: vpdpbusd takes unsigned weights, so v ^ 0x80 = v + 128 goes in and the sum starts
+// at −128·Σ levels of the token's block.
+TARGET_VNNI static INLINE void q8_tile_vnni_n(const Tile *p, const int nt) {
+    __m512 acc[8];
+    #pragma GCC unroll 8
+    for (int t = 0; t < nt; t++) acc[t] = p->load ? _mm512_loadu_ps(p->out + t * p->ostride) : _mm512_setzero_ps();
+    const __m512i bias = _mm512_set1_epi8((char)0x80);
+    for (int b = 0; b < p->nb; b++) {
+        const BlockQ8x16 *blk = (const BlockQ8x16 *)p->w + b;
+        __m512i isum[8];
+        #pragma GCC unroll 8
+        for (int t = 0; t < nt; t++) isum[t] = _mm512_set1_epi32(-128 * p->sum[t * p->bstride + b]);
+        for (int i = 0; i < 8; i++) {
+            prefetch_lines(blk, p->prefetch, 0, i);
+            __m512i u = _mm512_xor_si512(_mm512_loadu_si512(blk->q + 64 * i), bias);
+            #pragma GCC unroll 8
+            for (int t = 0; t < nt; t++)
+                isum[t] = _mm512_dpbusd_epi32(isum[t], u, _mm512_set1_epi32(load_i32(p->xq + t * p->xstride + QK8 * b + 4 * i)));
+        }
+        __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)blk->d));
+        #pragma GCC unroll 8
+        for (int t = 0; t < nt; t++)
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(d, _mm512_set1_ps(p->dx[t * p->bstride + b])),
+                                     acc[t]);
+    }
+    #pragma GCC unroll 8
+    for (int t = 0; t < nt; t++) _mm512_storeu_ps(p->out + t * p->ostride, acc[t]);
+}
+
+// q8 with AVX-512BW: vpmaddubsw needs one unsigned operand: |w| times x with w's sign (x negated where w < 0).
+// Two products of 127·127 fit 16 bits, the next line's would not: widened every line.
+TARGET_AVX512 static INLINE void q8_tile_avx512_n(const Tile *p, const int nt) {
+    __m512 acc[8];
+    #pragma GCC unroll 8
+    for (int t = 0; t < nt; t++) acc[t] = p->load ? _mm512_loadu_ps(p->out + t * p->ostride) : _mm512_setzero_ps();
+    const __m512i ones = _mm512_set1_epi16(1), zero = _mm512_setzero_si512();
+    for (int b = 0; b < p->nb; b++) {
+        const BlockQ8x16 *blk = (const BlockQ8x16 *)p->w + b;
+        __m512i isum[8];
+        #pragma GCC unroll 8
+        for (int t = 0; t < nt; t++) isum[t] = zero;
+        for (int i = 0; i < 8; i++) {
+            prefetch_lines(blk, p->prefetch, 0, i);
+            __m512i v = _mm512_loadu_si512(blk->q + 64 * i), a = _mm512_abs_epi8(v);
+            __mmask64 negative = _mm512_movepi8_mask(v);
+            #pragma GCC unroll 8
+            for (int t = 0; t < nt; t++) {
+                __m512i x = _mm512_set1_epi32(load_i32(p->xq + t * p->xstride + QK8 * b + 4 * i));
+                __m512i pairs = _mm512_maddubs_epi16(a, _mm512_mask_sub_epi8(x, negative, zero, x));
+                isum[t] = _mm512_add_epi32(isum[t], _mm512_madd_epi16(pairs, ones));
+            }
+        }
+        __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)blk->d));
+        #pragma GCC unroll 8
+        for (int t = 0; t < nt; t++)
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(d, _mm512_set1_ps(p->dx[t * p->bstride + b])),
+                                     acc[t]);
+    }
+    #pragma GCC unroll 8
+    for (int t = 0; t < nt; t++) _mm512_storeu_ps(p->out + t * p->ostride, acc[t]);
+}
+
+// q4 with AVX2: as the AVX-512BW kernel, 8 rows (half a line) by up to 4 tokens at a time (16 registers).
+TARGET_AVX2 static INLINE void q4_tile_avx2_n(const Tile *p, int h, int t0, const int nt) {
+    __m256 acc[4];
+    float *out = p->out + t0 * p->ostride + 8 * h;
+    #pragma GCC unroll 8
+    for (int t = 0; t < nt; t++) acc[t] = p->load ? _mm256_loadu_ps(out + t * p->ostride) : _mm256_setzero_ps();
+    const __m256i low = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+    for (int b = 0; b < p->nb; b++) {
+        const BlockQ4x16 *blk = (const BlockQ4x16 *)p->w + b;
+        const float *sc = p->scales + 256 * b + 8 * h, *mn = sc + 128;
+        for (int j = 0; j < 8; j++) {
+            __m256i pairs[4];
+            #pragma GCC unroll 8
+            for (int t = 0; t < nt; t++) pairs[t] = _mm256_setzero_si256();
+            for (int i = 0; i < 8; i++) {
+                __m256i v = _mm256_loadu_si256((const __m256i *)(blk->qs + 64 * (8 * (j / 2) + i) + 32 * h));
+                if (h == 0 && t0 == 0 && j % 2 == 0) prefetch_lines(blk, p->prefetch, j / 2, i);
+                __m256i q = _mm256_and_si256(j % 2 ? _mm256_srli_epi16(v, 4) : v, low);
+                #pragma GCC unroll 8
+                for (int t = 0; t < nt; t++) {
+                    __m256i x = _mm256_set1_epi32(load_i32(p->xq + (t0 + t) * p->xstride + QK4 * b + 32 * j + 4 * i));
+                    pairs[t] = _mm256_add_epi16(pairs[t], _mm256_maddubs_epi16(q, x));
+                }
+            }
+            __m256 scj = _mm256_loadu_ps(sc + 16 * j), mnj = _mm256_loadu_ps(mn + 16 * j);
+            #pragma GCC unroll 8
+            for (int t = 0; t < nt; t++) {
+                int jx = (t0 + t) * p->bstride + 8 * b + j;
+                __m256 isum = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs[t], ones));
+                acc[t] = _mm256_fmadd_ps(isum, _mm256_mul_ps(scj, _mm256_set1_ps(p->dx[jx])), acc[t]);
+                acc[t] = _mm256_fnmadd_ps(mnj, _mm256_set1_ps(p->dsum[jx]), acc[t]);
+            }
+        }
+    }
+    #pragma GCC unroll 8
+    for (int t = 0; t < nt; t++) _mm256_storeu_ps(out + t * p->ostride, acc[t]);
+}
+
+// q8 with AVX2: |w| times x with w's sign (vpsignb), widened every line.
+TARGET_AVX2 static INLINE void q8_tile_avx2_n(const Tile *p, int h, int t0, const int nt) {
+    __m256 acc[4];
+    float *out = p->out + t0 * p->ostride + 8 * h;
+    #pragma GCC unroll 8
+    for (int t = 0; t < nt; t++) acc[t] = p->load ? _mm256_loadu_ps(out + t * p->ostride) : _mm256_setzero_ps();
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int b = 0; b < p->nb; b++) {
+        const BlockQ8x16 *blk = (const BlockQ8x16 *)p->w + b;
+        __m256i isum[4];
+        #pragma GCC unroll 8
+        for (int t = 0; t < nt; t++) isum[t] = _mm256_setzero_si256();
+        for (int i = 0; i < 8; i++) {
+            if (h == 0 && t0 == 0) prefetch_lines(blk, p->prefetch, 0, i);
+            __m256i v = _mm256_loadu_si256((const __m256i *)(blk->q + 64 * i + 32 * h)), a = _mm256_abs_epi8(v);
+            #pragma GCC unroll 8
+            for (int t = 0; t < nt; t++) {
+                __m256i x = _mm256_set1_epi32(load_i32(p->xq + (t0 + t) * p->xstride + QK8 * b + 4 * i));
+                __m256i pairs = _mm256_maddubs_epi16(a, _mm256_sign_epi8(x, v));
+                isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(pairs, ones));
+            }
+        }
+        __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk->d + 8 * h)));
+        #pragma GCC unroll 8
+        for (int t = 0; t < nt; t++) {
+            __m256 dx = _mm256_set1_ps(p->dx[(t0 + t) * p->bstride + b]);
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_mul_ps(d, dx), acc[t]);
+        }
+    }
+    #pragma GCC unroll 8
+    for (int t = 0; t < nt; t++) _mm256_storeu_ps(out + t * p->ostride, acc[t]);
+}
+
+TARGET_VNNI static void q4_tile_vnni(const Tile *p, int nt) {
+    switch (nt) {
+    case 8: q4_tile_vnni_n(p, 8); break;
+    case 4: q4_tile_vnni_n(p, 4); break;
+    case 2: q4_tile_vnni_n(p, 2); break;
+    default: q4_tile_vnni_n(p, 1); break;
+    }
+}
+
+TARGET_VNNI static void q8_tile_vnni(const Tile *p, int nt) {
+    switch (nt) {
+    case 8: q8_tile_vnni_n(p, 8); break;
+    case 4: q8_tile_vnni_n(p, 4); break;
+    case 2: q8_tile_vnni_n(p, 2); break;
+    default: q8_tile_vnni_n(p, 1); break;
+    }
+}
+
+TARGET_AVX512 static void q4_tile_avx512(const Tile *p, int nt) {
+    switch (nt) {
+    case 8: q4_tile_avx512_n(p, 8); break;
+    case 4: q4_tile_avx512_n(p, 4); break;
+    case 2: q4_tile_avx512_n(p, 2); break;
+    default: q4_tile_avx512_n(p, 1); break;
+    }
+}
+
+TARGET_AVX512 static void q8_tile_avx512(const Tile *p, int nt) {
+    switch (nt) {
+    case 8: q8_tile_avx512_n(p, 8); break;
+    case 4: q8_tile_avx512_n(p, 4); break;
+    case 2: q8_tile_avx512_n(p, 2); break;
+    default: q8_tile_avx512_n(p, 1); break;
+    }
+}
+
+TARGET_AVX2 static void q4_tile_avx2(const Tile *p, int nt) {
+    for (int h = 0; h < 2; h++)
+        for (int t = 0; t < nt; t += 4) {
+            switch (nt - t < 4 ? nt - t : 4) {
+            case 4: q4_tile_avx2_n(p, h, t, 4); break;
+            case 2: q4_tile_avx2_n(p, h, t, 2); break;
+            default: q4_tile_avx2_n(p, h, t, 1); break;
+            }
+        }
+}
+
+TARGET_AVX2 static void q8_tile_avx2(const Tile *p, int nt) {
+    for (int h = 0; h < 2; h++)
+        for (int t = 0; t < nt; t += 4) {
+            switch (nt - t < 4 ? nt - t : 4) {
+            case 4: q8_tile_avx2_n(p, h, t, 4); break;
+            case 2: q8_tile_avx2_n(p, h, t, 2); break;
+            default: q8_tile_avx2_n(p, h, t, 1); break;
+            }
+        }
+}
+
+// f32 and f16 rows: per row and token, two 16-lane partial sums over columns 32c..32c+31, a masked tail,
+// then a fixed reduction: the same order whatever the number of tokens. One row by up to 4 tokens at a time.
+TARGET_AVX512 static INLINE __m512 load_weights512(const void *row, int f16, int i, __mmask16 m) {
+    if (f16) return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const uint16_t *)row + i));
+    return _mm512_maskz_loadu_ps(m, (const float *)row + i);
+}
+
+TARGET_AVX512 static INLINE void float_rows_avx512_n(const Tensor *w, int r, const float *x, int t0, float *out, int f16,
+                                                     const int nt) {
+    int cols = w->cols;
+    const void *row = (const uint8_t *)w->data + (size_t)r * cols * (f16 ? 2 : 4);
+    __m512 acc0[4], acc1[4];
+    #pragma GCC unroll 8
+    for (int t = 0; t < nt; t++) acc0[t] = acc1[t] = _mm512_setzero_ps();
+    int i = 0;
+    for (; i + 32 <= cols; i += 32) {
+        __m512 w0 = load_weights512(row, f16, i, 0xFFFF), w1 = load_weights512(row, f16, i + 16, 0xFFFF);
+        #pragma GCC unroll 8
+        for (int t = 0; t < nt; t++) {
+            const float *xt = x + (size_t)(t0 + t) * cols + i;
+            acc0[t] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(xt), acc0[t]);
+            acc1[t] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(xt + 16), acc1[t]);
+        }
+    }
+    for (; i < cols; i += 16) {
+        __mmask16 m = cols - i >= 16 ? 0xFFFF : (__mmask16)((1u << (cols - i)) - 1);
+        __m512 w0 = load_weights512(row, f16, i, m);
+        #pragma GCC unroll 8
+        for (int t = 0; t < nt; t++)
+            acc0[t] = _mm512_fmadd_ps(w0, _mm512_maskz_loadu_ps(m, x + (size_t)(t0 + t) * cols + i), acc0[t]);
+    }
+    #pragma GCC unroll 8
+    for (int t = 0; t < nt; t++) out[(size_t)(t0 + t) * w->rows + r] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[t], acc1[t]));
+}
+
+TARGET_AVX512 static void float_rows_avx512(const Tensor *w, int r0, int r1, const float *x, int n, float *out, int f16) {
+    for (int r = r0; r < r1; r++)
+        for (int t = 0; t < n; t += 4) {
+            switch (n - t < 4 ? n - t : 4) {
+            case 4: float_rows_avx512_n(w, r, x, t, out, f16, 4); break;
+            case 3: float_rows_avx512_n(w, r, x, t, out, f16, 3); break;
+            case 2: float_rows_avx512_n(w, r, x, t, out, f16, 2); break;
+            default: float_rows_avx512_n(w, r, x, t, out, f16, 1); break;
+            }
+        }
+}
+
+TARGET_AVX512 static void f32_rows_avx512(const Tensor *w, int r0, int r1, const float *x, int n, float *out) {
+    float_rows_avx512(w, r0, r1, x, n, out, 0);
+}
+
+TARGET_AVX512 static void f16_rows_avx512(const Tensor *w, int r0, int r1, const float *x, int n, float *out) {
+    float_rows_avx512(w, r0, r1, x, n, out, 1);
+}
+
+// AVX2: two 8-lane partial sums over columns 16c..16c+15, a scalar tail added after the reduction.
+TARGET_AVX2 static INLINE __m256 load_weights256(const void *row, int f16, int i) {
+    if (f16) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)row + i)));
+    return _mm256_loadu_ps((const float *)row + i);
+}
+
+TARGET_AVX2 static INLINE void float_rows_avx2_n(const Tensor *w, int r, const float *x, int t0, float *out, int f16,
+                                                 const int nt) {
+    int cols = w->cols;
+    const void *row = (const uint8_t *)w->data + (size_t)r * cols * (f16 ? 2 : 4);
+    __m256 acc0[4], acc1[4];
+    #pragma GCC unroll 8
+    for (int t = 0; t < nt; t++) acc0[t] = acc1[t] = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 16 <= cols; i += 16) {
+        __m256 w0 = load_weights256(row, f16, i), w1 = load_weights256(row, f16, i + 8);
+        #pragma GCC unroll 8
+        for (int t = 0; t < nt; t++) {
+            const float *xt = x + (size_t)(t0 + t) * cols + i;
+            acc0[t] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xt), acc0[t]);
+            acc1[t] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xt + 8), acc1[t]);
+        }
+    }
+    #pragma GCC unroll 8
+    for (int t = 0; t < nt; t++) {
+        __m256 s = _mm256_add_ps(acc0[t], acc1[t]);
+        __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+        s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+        float sum = _mm_cvtss_f32(_mm_add_ss(s4, _mm_movehdup_ps(s4)));
+        const float *xt = x + (size_t)(t0 + t) * cols;
+        for (int k = i; k < cols; k++)
+            sum += (f16 ? fp16_to_f32(((const uint16_t *)row)[k]) : ((const float *)row)[k]) * xt[k];
+        out[(size_t)(t0 + t) * w->rows + r] = sum;
+    }
+}
+
+TARGET_AVX2 static void float_rows_avx2(const Tensor *w, int r0, int r1, const float *x, int n, float *out, int f16) {
+    for (int r = r0; r < r1; r++)
+        for (int t = 0; t < n; t += 4) {
+            switch (n - t < 4 ? n - t : 4) {
+            case 4: float_rows_avx2_n(w, r, x, t, out, f16, 4); break;
+            case 3: float_rows_avx2_n(w, r, x, t, out, f16, 3); break;
+            case 2: float_rows_avx2_n(w, r, x, t, out, f16, 2); break;
+            default: float_rows_avx2_n(w, r, x, t, out, f16, 1); break;
+            }
+        }
+}
+
+TARGET_AVX2 static void f32_rows_avx2(const Tensor *w, int r0, int r1, const float *x, int n, float *out) {
+    float_rows_avx2(w, r0, r1, x, n, out, 0);
+}
+
+TARGET_AVX2 static void f16_rows_avx2(const Tensor *w, int r0, int r1, const float *x, int n, float *out) {
+    float_rows_avx2(w, r0, r1, x, n, out, 1);
+}
+
+// Attention: dot products as two 16-lane partial sums and a masked tail; value rows added with fused
+// multiply-adds.
+TARGET_AVX512 static void scores_avx512(const float *q, int nq, int d, const float *keys, size_t stride, int len,
+                                        float scale, float *s, size_t ld) {
+    for (int j = 0; j < len; j++) {
+        const float *key = keys + j * stride;
+        for (int a = 0; a < nq; a++) {
+            __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+            int i = 0;
+            for (; i + 32 <= d; i += 32) {
+                acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(q + a * d + i), _mm512_loadu_ps(key + i), acc0);
+                acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(q + a * d + i + 16), _mm512_loadu_ps(key + i + 16), acc1);
+            }
+            for (; i < d; i += 16) {
+                __mmask16 m = d - i >= 16 ? 0xFFFF : (__mmask16)((1u << (d - i)) - 1);
+                acc0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, q + a * d + i), _mm512_maskz_loadu_ps(m, key + i), acc0);
+            }
+            s[a * ld + j] = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1)) * scale;
+        }
+    }
+}
+
+TARGET_AVX512 static void mix_avx512(const float *p, size_t ld, int nq, int d, const float *values, size_t stride,
+                                     int len, float *out) {
+    for (int j = 0; j < len; j++) {
+        const float *value = values + j * stride;
+        for (int a = 0; a < nq; a++) {
+            __m512 pj = _mm512_set1_ps(p[a * ld + j]);
+            for (int i = 0; i < d; i += 16) {
+                __mmask16 m = d - i >= 16 ? 0xFFFF : (__mmask16)((1u << (d - i)) - 1);
+                float *o = out + a * d + i;
+                _mm512_mask_storeu_ps(o, m, _mm512_fmadd_ps(pj, _mm512_maskz_loadu_ps(m, value + i),
+                                                            _mm512_maskz_loadu_ps(m, o)));
+            }
+        }
+    }
+}
+
+// AVX2: two 8-lane partial sums and a scalar tail.
+TARGET_AVX2 static void scores_avx2(const float *q, int nq, int d, const float *keys, size_t stride, int len,
+                                    float scale, float *s, size_t ld) {
+    for (int j = 0; j < len; j++) {
+        const float *key = keys + j * stride;
+        for (int a = 0; a < nq; a++) {
+            const float *qa = q + a * d;
+            __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+            int i = 0;
+            for (; i + 16 <= d; i += 16) {
+                acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(qa + i), _mm256_loadu_ps(key + i), acc0);
+                acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(qa + i + 8), _mm256_loadu_ps(key + i + 8), acc1);
+            }
+            __m256 sum8 = _mm256_add_ps(acc0, acc1);
+            __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(sum8), _mm256_extractf128_ps(sum8, 1));
+            s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+            float dot = _mm_cvtss_f32(_mm_add_ss(s4, _mm_movehdup_ps(s4)));
+            for (; i < d; i++) dot += qa[i] * key[i];
+            s[a * ld + j] = dot * scale;
+        }
+    }
+}
+
+TARGET_AVX2 static void mix_avx2(const float *p, size_t ld, int nq, int d, const float *values, size_t stride,
+                                 int len, float *out) {
+    for (int j = 0; j < len; j++) {
+        const float *value = values + j * stride;
+        for (int a = 0; a < nq; a++) {
+            float pj = p[a * ld + j], *o = out + a * d;
+            int i = 0;
+            for (; i + 8 <= d; i += 8)
+                _mm256_storeu_ps(o + i, _mm256_fmadd_ps(_mm256_set1_ps(pj), _mm256_loadu_ps(value + i), _mm256_loadu_ps(o + i)));
+            for (; i < d; i++) o[i] += pj * value[i];
+        }
+    }
+}
+
+// Activations: quantize_activation_block's operations lane by lane. The clamps keep its NaN behaviour
+// (vminps/vmaxps return the second operand if one is NaN: the scalar "v < 127 ? v : 127" gives 127), and
+// v + copysign(0.5, v) rounds as "v >= 0 ? v + 0.5 : v - 0.5" does (-0 included: both truncate to 0).
+TARGET_AVX512 static void quantize_avx512(const float *x, int nb, int8_t *q, float *d, int32_t *sum) {
+    const __m512 top = _mm512_set1_ps(127.0f), bottom = _mm512_set1_ps(-127.0f), half = _mm512_set1_ps(0.5f);
+    const __m512i sign = _mm512_set1_epi32((int)0x80000000);
+    for (int b = 0; b < nb; b++, x += QK8, q += QK8) {
+        __m512 x0 = _mm512_loadu_ps(x), x1 = _mm512_loadu_ps(x + 16);
+        __m512 m = _mm512_max_ps(_mm512_abs_ps(x1), _mm512_max_ps(_mm512_abs_ps(x0), _mm512_setzero_ps()));
+        float amax = _mm512_reduce_max_ps(m);  // (a NaN |x| is dropped, as by the scalar loop)
+        float scale = amax / 127.0f, inv = scale > 0.0f ? 1.0f / scale : 0.0f;
+        __m512i level[2];
+        for (int h = 0; h < 2; h++) {
+            __m512 v = _mm512_mul_ps(h ? x1 : x0, _mm512_set1_ps(inv));
+            v = _mm512_max_ps(_mm512_min_ps(v, top), bottom);
+            v = _mm512_add_ps(v, _mm512_castsi512_ps(_mm512_or_si512(_mm512_and_si512(_mm512_castps_si512(v), sign),
+                                                                       _mm512_castps_si512(half))));
+            level[h] = _mm512_cvttps_epi32(v);
+            _mm_storeu_si128((__m128i *)(q + 16 * h), _mm512_cvtepi32_epi8(level[h]));
+        }
+        d[b] = scale;
+        sum[b] = _mm512_reduce_add_epi32(_mm512_add_epi32(level[0], level[1]));
+    }
+}
+
+TARGET_AVX2 static void quantize_avx2(const float *x, int nb, int8_t *q, float *d, int32_t *sum) {
+    const __m256 top = _mm256_set1_ps(127.0f), bottom = _mm256_set1_ps(-127.0f), half = _mm256_set1_ps(0.5f);
+    const __m256 sign = _mm256_set1_ps(-0.0f), magnitude = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+    for (int b = 0; b < nb; b++, x += QK8, q += QK8) {
+        __m256 xs[4], m = _mm256_setzero_ps();
+        for (int k = 0; k < 4; k++) {
+            xs[k] = _mm256_loadu_ps(x + 8 * k);
+            m = _mm256_max_ps(_mm256_and_ps(xs[k], magnitude), m);
+        }
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        float amax = _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
+        float scale = amax / 127.0f, inv = scale > 0.0f ? 1.0f / scale : 0.0f;
+        __m256i level[4], total = _mm256_setzero_si256();
+        for (int k = 0; k < 4; k++) {
+            __m256 v = _mm256_mul_ps(xs[k], _mm256_set1_ps(inv));
+            v = _mm256_max_ps(_mm256_min_ps(v, top), bottom);
+            v = _mm256_add_ps(v, _mm256_or_ps(_mm256_and_ps(v, sign), half));
+            level[k] = _mm256_cvttps_epi32(v);
+            total = _mm256_add_epi32(total, level[k]);
+        }
+        // 32 int32 -> 32 int8 in order: pack pairs to int16 (per 128-bit lane), then to int8, then fix the lanes
+        __m256i w01 = _mm256_packs_epi32(level[0], level[1]), w23 = _mm256_packs_epi32(level[2], level[3]);
+        __m256i bytes = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(w01, w23), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256((__m256i *)q, bytes);
+        __m128i t4 = _mm_add_epi32(_mm256_castsi256_si128(total), _mm256_extracti128_si256(total, 1));
+        t4 = _mm_add_epi32(t4, _mm_shuffle_epi32(t4, 0x4E));
+        d[b] = scale;
+        sum[b] = _mm_cvtsi128_si32(_mm_add_epi32(t4, _mm_shuffle_epi32(t4, 0xB1)));
+    }
+}
+
+static const Kernels kernels_avx2 = {"avx2", q4_tile_avx2, q8_tile_avx2, q4_scales_avx2, 1.0f, f16_rows_avx2,
+                                     f32_rows_avx2, scores_avx2, mix_avx2, quantize_avx2};
+static const Kernels kernels_avx512 = {"avx512", q4_tile_avx512, q8_tile_avx512, q4_scales_avx512, 1.0f, f16_rows_avx512,
+                                       f32_rows_avx512, scores_avx512, mix_avx512, quantize_avx512};
+static const Kernels kernels_vnni = {"avx512-vnni", q4_tile_vnni, q8_tile_vnni, q4_scales_avx512, 1.0f / 16,
+                                     f16_rows_avx512, f32_rows_avx512, scores_avx512, mix_avx512, quantize_avx512};
+#endif // x86
+
+// ---- arm64: NEON, and NEON with the dot-product instructions (sdot: ARMv8.2, optional before 8.4)
+#if defined(__aarch64__)
+#include <arm_neon.h>
+#define HAVE_NEON_KERNELS
+#ifndef INLINE
+#define INLINE inline __attribute__((always_inline))
+#endif
+#if defined(__ARM_FEATURE_DOTPROD)
+#define HAVE_DOTPROD_KERNELS
+#define TARGET_DOTPROD
+#elif defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 10
+#define HAVE_DOTPROD_KERNELS
+#define TARGET_DOTPROD __attribute__((target("arch=armv8.2-a+dotprod")))
+#endif
+
+// 4 rows of 4 bytes (w) times 4 bytes repeated in each lane (x): lane r += the 4 products of row r.
+typedef int32x4_t Dot4(int32x4_t acc, int8x16_t w, int8x16_t x);
+
+static INLINE int32x4_t dot4_neon(int32x4_t acc, int8x16_t w, int8x16_t x) {
+    int16x8_t rows01 = vmull_s8(vget_low_s8(w), vget_low_s8(x)), rows23 = vmull_high_s8(w, x);
+    return vaddq_s32(acc, vpaddq_s32(vpaddlq_s16(rows01), vpaddlq_s16(rows23)));
+}
+
+static INLINE int8x16_t broadcast4_neon(const int8_t *x) { return vreinterpretq_s8_s32(vdupq_n_s32(load_i32(x))); }
+
+// q4: 4 rows (a quarter of each line) by up to 4 tokens at a time.
+static INLINE void q4_tile_neon_n(const Tile *p, int quad, int t0, const int nt, Dot4 *dot4) {
+    float32x4_t acc[4];
+    float *out = p->out + t0 * p->ostride + 4 * quad;
+    #pragma GCC unroll 8
+    for (int t = 0; t < nt; t++) acc[t] = p->load ? vld1q_f32(out + t * p->ostride) : vdupq_n_f32(0.0f);
+    const uint8x16_t low = vdupq_n_u8(15);
+    for (int b = 0; b < p->nb; b++) {
+        const BlockQ4x16 *blk = (const BlockQ4x16 *)p->w + b;
+        const float *sc = p->scales + 256 * b + 4 * quad, *mn = sc + 128;
+        for (int j = 0; j < 8; j++) {
+            int32x4_t isum[4];
+            #pragma GCC unroll 8
+            for (int t = 0; t < nt; t++) isum[t] = vdupq_n_s32(0);
+            for (int i = 0; i < 8; i++) {
+                uint8x16_t v = vld1q_u8(blk->qs + 64 * (8 * (j / 2) + i) + 16 * quad);
+                if (quad == 0 && t0 == 0 && j % 2 == 0) prefetch_lines(blk, p->prefetch, j / 2, i);
+                int8x16_t q = vreinterpretq_s8_u8(j % 2 ? vshrq_n_u8(v, 4) : vandq_u8(v, low));
+                #pragma GCC unroll 8
+                for (int t = 0; t < nt; t++)
+                    isum[t] = dot4(isum[t], q, broadcast4_neon(p->xq + (t0 + t) * p->xstride + QK4 * b + 32 * j + 4 * i));
+            }
+            float32x4_t scj = vld1q_f32(sc + 16 * j), mnj = vld1q_f32(mn + 16 * j);
+            #pragma GCC unroll 8
+            for (int t = 0; t < nt; t++) {
+                int jx = (t0 + t) * p->bstride + 8 * b + j;
+                acc[t] = vfmaq_f32(acc[t], vcvtq_f32_s32(isum[t]), vmulq_n_f32(scj, p->dx[jx]));
+                acc[t] = vfmsq_f32(acc[t], mnj, vdupq_n_f32(p->dsum[jx]));
+            }
+        }
+    }
+    #pragma GCC unroll 8
+    for (int t = 0; t < nt; t++) vst1q_f32(out + t * p->ostride, acc[t]);
+}
+
+static INLINE void q8_tile_neon_n(const Tile *p, int quad, int t0, const int nt, Dot4 *dot4) {
+    float32x4_t acc[4];
+    float *out = p->out + t0 * p->ostride + 4 * quad;
+    #pragma GCC unroll 8
+    for (int t = 0; t < nt; t++) acc[t] = p->load ? vld1q_f32(out + t * p->ostride) : vdupq_n_f32(0.0f);
+    for (int b = 0; b < p->nb; b++) {
+        const BlockQ8x16 *blk = (const BlockQ8x16 *)p->w + b;
+        int32x4_t isum[4];
+        #pragma GCC unroll 8
+        for (int t = 0; t < nt; t++) isum[t] = vdupq_n_s32(0);
+        for (int i = 0; i < 8; i++) {
+            if (quad == 0 && t0 == 0) prefetch_lines(blk, p->prefetch, 0, i);
+            int8x16_t v = vld1q_s8(blk->q + 64 * i + 16 * quad);
+            #pragma GCC unroll 8
+            for (int t = 0; t < nt; t++)
+                isum[t] = dot4(isum[t], v, broadcast4_neon(p->xq + (t0 + t) * p->xstride + QK8 * b + 4 * i));
+        }
+        float32x4_t d = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(blk->d + 4 * quad)));
+        #pragma GCC unroll 8
+        for (int t = 0; t < nt; t++)
+            acc[t] = vfmaq_f32(acc[t], vcvtq_f32_s32(isum[t]), vmulq_n_f32(d, p->dx[(t0 + t) * p->bstride + b]));
+    }
+    #pragma GCC unroll 8
+    for (int t = 0; t < nt; t++) vst1q_f32(out + t * p->ostride, acc[t]);
+}
+
+static INLINE void q4_tile_neon_all(const Tile *p, int nt, Dot4 *dot4) {
+    for (int quad = 0; quad < 4; quad++)
+        for (int t = 0; t < nt; t += 4) {
+            switch (nt - t < 4 ? nt - t : 4) {
+            case 4: q4_tile_neon_n(p, quad, t, 4, dot4); break;
+            case 2: q4_tile_neon_n(p, quad, t, 2, dot4); break;
+            default: q4_tile_neon_n(p, quad, t, 1, dot4); break;
+            }
+        }
+}
+
+static INLINE void q8_tile_neon_all(const Tile *p, int nt, Dot4 *dot4) {
+    for (int quad = 0; quad < 4; quad++)
+        for (int t = 0; t < nt; t += 4) {
+            switch (nt - t < 4 ? nt - t : 4) {
+            case 4: q8_tile_neon_n(p, quad, t, 4, dot4); break;
+            case 2: q8_tile_neon_n(p, quad, t, 2, dot4); break;
+            default: q8_tile_neon_n(p, quad, t, 1, dot4); break;
+            }
+        }
+}
+
+static void q4_tile_neon(const Tile *p, int nt) { q4_tile_neon_all(p, nt, dot4_neon); }
+static void q8_tile_neon(const Tile *p, int nt) { q8_tile_neon_all(p, nt, dot4_neon); }
+
+#ifdef HAVE_DOTPROD_KERNELS
+TARGET_DOTPROD static INLINE int32x4_t dot4_sdot(int32x4_t acc, int8x16_t w, int8x16_t x) { return vdotq_s32(acc, w, x); }
+TARGET_DOTPROD static void q4_tile_neondot(const Tile *p, int nt) { q4_tile_neon_all(p, nt, dot4_sdot); }
+TARGET_DOTPROD static void q8_tile_neondot(const Tile *p, int nt) { q8_tile_neon_all(p, nt, dot4_sdot); }
+#endif
+
+// f32 and f16 rows: four 4-lane partial sums over columns 16c..16c+15, reduced in a fixed order, then a
+// scalar tail.
+static INLINE float32x4_t load_weights_neon(const void *row, int f16, int i) {
+    if (f16) return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16((const uint16_t *)row + i)));
+    return vld1q_f32((const float *)row + i);
+}
+
+static void float_rows_neon(const Tensor *w, int r0, int r1, const float *x, int n, float *out, int f16) {
+    int cols = w->cols;
+    for (int r = r0; r < r1; r++) {
+        const void *row = (const uint8_t *)w->data + (size_t)r * cols * (f16 ? 2 : 4);
+        for (int t = 0; t < n; t++) {
+            const float *xt = x + (size_t)t * cols;
+            float32x4_t acc[4] = {vdupq_n_f32(0.0f), vdupq_n_f32(0.0f), vdupq_n_f32(0.0f), vdupq_n_f32(0.0f)};
+            int i = 0;
+            for (; i + 16 <= cols; i += 16)
+                for (int k = 0; k < 4; k++)
+                    acc[k] = vfmaq_f32(acc[k], load_weights_neon(row, f16, i + 4 * k), vld1q_f32(xt + i + 4 * k));
+            float sum = vaddvq_f32(vaddq_f32(vaddq_f32(acc[0], acc[1]), vaddq_f32(acc[2], acc[3])));
+            for (; i < cols; i++) sum += (f16 ? fp16_to_f32(((const uint16_t *)row)[i]) : ((const float *)row)[i]) * xt[i];
+            out[(size_t)t * w->rows + r] = sum;
+        }
+    }
+}
+
+static void f32_rows_neon(const Tensor *w, int r0, int r1, const float *x, int n, float *out) {
+    float_rows_neon(w, r0, r1, x, n, out, 0);
+}
+
+static void f16_rows_neon(const Tensor *w, int r0, int r1, const float *x, int n, float *out) {
+    float_rows_neon(w, r0, r1, x, n, out, 1);
+}
+
+// Attention: four 4-lane partial sums and a scalar tail.
+static void scores_neon(const float *q, int nq, int d, const float *keys, size_t stride, int len, float scale,
+                        float *s, size_t ld) {
+    for (int j = 0; j < len; j++) {
+        const float *key = keys + j * stride;
+        for (int a = 0; a < nq; a++) {
+            const float *qa = q + a * d;
+            float32x4_t acc[4] = {vdupq_n_f32(0.0f), vdupq_n_f32(0.0f), vdupq_n_f32(0.0f), vdupq_n_f32(0.0f)};
+            int i = 0;
+            for (; i + 16 <= d; i += 16)
+                for (int k = 0; k < 4; k++) acc[k] = vfmaq_f32(acc[k], vld1q_f32(qa + i + 4 * k), vld1q_f32(key + i + 4 * k));
+            float dot = vaddvq_f32(vaddq_f32(vaddq_f32(acc[0], acc[1]), vaddq_f32(acc[2], acc[3])));
+            for (; i < d; i++) dot += qa[i] * key[i];
+            s[a * ld + j] = dot * scale;
+        }
+    }
+}
+
+static void mix_neon(const float *p, size_t ld, int nq, int d, const float *values, size_t stride, int len,
+                     float *out) {
+    for (int j = 0; j < len; j++) {
+        const float *value = values + j * stride;
+        for (int a = 0; a < nq; a++) {
+            float pj = p[a * ld + j], *o = out + a * d;
+            int i = 0;
+            for (; i + 4 <= d; i += 4) vst1q_f32(o + i, vfmaq_n_f32(vld1q_f32(o + i), vld1q_f32(value + i), pj));
+            for (; i < d; i++) o[i] += pj * value[i];
+        }
+    }
+}
+
+// Activations: as the x86 versions (vminq/vmaxq would pass NaN on, so the clamps are compare-and-select).
+static void quantize_neon(const float *x, int nb, int8_t *q, float *d, int32_t *sum) {
+    const float32x4_t top = vdupq_n_f32(127.0f), bottom = vdupq_n_f32(-127.0f);
+    for (int b = 0; b < nb; b++, x += QK8, q += QK8) {
+        float32x4_t xs[8], m = vdupq_n_f32(0.0f);
+        for (int k = 0; k < 8; k++) {
+            xs[k] = vld1q_f32(x + 4 * k);
+            float32x4_t a = vabsq_f32(xs[k]);
+            m = vbslq_f32(vcgtq_f32(a, m), a, m);  // a > m ? a : m, as the scalar loop
+        }
+        float amax = vmaxvq_f32(m);
+        float scale = amax / 127.0f, inv = scale > 0.0f ? 1.0f / scale : 0.0f;
+        int32x4_t total = vdupq_n_s32(0);
+        int16x8_t pairs[4];
+        for (int k = 0; k < 8; k++) {
+            float32x4_t v = vmulq_n_f32(xs[k], inv);
+            v = vbslq_f32(vcltq_f32(v, top), v, top);
+            v = vbslq_f32(vcgtq_f32(v, bottom), v, bottom);
+            float32x4_t half = vbslq_f32(vcgeq_f32(v, vdupq_n_f32(0.0f)), vdupq_n_f32(0.5f), vdupq_n_f32(-0.5f));
+            int32x4_t level = vcvtq_s32_f32(vaddq_f32(v, half));  // truncates
+            total = vaddq_s32(total, level);
+            if (k % 2) pairs[k / 2] = vcombine_s16(vget_low_s16(pairs[k / 2]), vmovn_s32(level));
+            else pairs[k / 2] = vcombine_s16(vmovn_s32(level), vdup_n_s16(0));
+        }
+        vst1q_s8(q, vcombine_s8(vmovn_s16(pairs[0]), vmovn_s16(pairs[1])));
+        vst1q_s8(q + 16, vcombine_s8(vmovn_s16(pairs[2]), vmovn_s16(pairs[3])));
+        d[b] = scale;
+        sum[b] = vaddvq_s32(total);
+    }
+}
+
+static const Kernels kernels_neon = {"neon", q4_tile_neon, q8_tile_neon, q4_scales_scalar, 1.0f, f16_rows_neon,
+                                     f32_rows_neon, scores_neon, mix_neon, quantize_neon};
+#ifdef HAVE_DOTPROD_KERNELS
+static const Kernels kernels_neondot = {"neon-dotprod", q4_tile_neondot, q8_tile_neondot, q4_scales_scalar, 1.0f,
+                                        f16_rows_neon, f32_rows_neon, scores_neon, mix_neon, quantize_neon};
+#endif
+#if defined(__linux__)
+#include <sys/auxv.h>
+#endif
+#endif // arm64
+
+// ---- choosing the kernels, and matmul
+
+// Every kernel set compiled in, the plain one first.
+static const Kernels *const all_kernels[] = {
+    &kernels_scalar,
+#ifdef HAVE_X86_KERNELS
+    &kernels_avx2, &kernels_avx512, &kernels_vnni,
+#endif
+#ifdef HAVE_NEON_KERNELS
+    &kernels_neon,
+#endif
+#ifdef HAVE_DOTPROD_KERNELS
+    &kernels_neondot,
+#endif
+};
+
+// Whether this CPU runs a kernel set.
+static int kernels_supported(const Kernels *k) {
+#ifdef HAVE_X86_KERNELS
+    __builtin_cpu_init();
+    // (F16C, the fp16 conversions, came before AVX2 and FMA on Intel and AMD; not every compiler can ask)
+    int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    int avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                 __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+    if (k == &kernels_avx2) return avx2;
+    if (k == &kernels_avx512) return avx512;
+    if (k == &kernels_vnni) return avx512 && __builtin_cpu_supports("avx512vnni");
+#endif
+#ifdef HAVE_DOTPROD_KERNELS
+#if defined(__ARM_FEATURE_DOTPROD)
+    if (k == &kernels_neondot) return 1;
+#elif defined(__linux__)
+    if (k == &kernels_neondot) return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
+#else
+    if (k == &kernels_neondot) return 0;
+#endif
+#endif
+    (void)k;
+    return 1;
+}
+
+static const Kernels *kernels;  // the set matmul uses: kernels_for_cpu() unless --kernels chose one
+
+// The best set this CPU runs (the last supported one in all_kernels).
+static const Kernels *kernels_for_cpu(void) {
+    const Kernels *best = &kernels_scalar;
+    for (size_t i = 0; i < sizeof all_kernels / sizeof *all_kernels; i++)
+        if (kernels_supported(all_kernels[i])) best = all_kernels[i];
+    return best;
+}
+
+// The set named `name` if this CPU runs it, else NULL.
+static const Kernels *kernels_by_name(const char *name) {
+    for (size_t i = 0; i < sizeof all_kernels / sizeof *all_kernels; i++)
+        if (strcmp(all_kernels[i]->name, name) == 0) return kernels_supported(all_kernels[i]) ? all_kernels[i] : NULL;
+    return NULL;
+}
+
+#ifdef __APPLE__
+#include <sys/sysctl.h>
+#endif
+
+static int max_threads(void) {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+static int thread_index(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+// Threads by default: one per physical core (a core's second hyper-thread shares its SIMD units and gains
+// nothing here). Linux: the distinct (physical id, core id) pairs of /proc/cpuinfo; macOS: hw.physicalcpu;
+// else, or if those say nothing, every processor OpenMP may use.
+static int physical_cores(void) {
+    int procs = 1, cores = 0;
+#ifdef _OPENMP
+    procs = omp_get_num_procs();
+#endif
+#if defined(__linux__)
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    char line[256];
+    int package = 0, seen[1024][2];
+    while (f && fgets(line, sizeof line, f)) {
+        int v;
+        if (sscanf(line, "physical id : %d", &v) == 1) package = v;
+        else if (sscanf(line, "core id : %d", &v) == 1) {
+            int known = 0;
+            for (int i = 0; i < cores && !known; i++) known = seen[i][0] == package && seen[i][1] == v;
+            if (!known && cores < 1024) { seen[cores][0] = package; seen[cores][1] = v; cores++; }
+        }
+    }
+    if (f) fclose(f);
+#elif defined(__APPLE__)
+    size_t len = sizeof cores;
+    if (sysctlbyname("hw.physicalcpu", &cores, &len, NULL, 0) != 0) cores = 0;
+#endif
+    return cores > 0 && cores < procs ? cores : procs;
+}
+
+// Token chunks: q8/q4 activations are quantized into this scratch, so matmul never allocates.
+#define ACT_LEVELS (1 << 21)
+static _Alignas(64) int8_t act_levels[ACT_LEVELS];
+static float act_scales[ACT_LEVELS / QK8], act_dsums[ACT_LEVELS / QK8];
+static int32_t act_sums[ACT_LEVELS / QK8];
+#define PREFETCH_AHEAD 8192  // bytes (prefetch_lines); anything from 4 to 16 KiB does as well
+// Products smaller than this (multiply-adds) run on one thread: waking the others would cost more.
+#define PARALLEL_WORK (1 << 20)
+
+// The tile of group g from token t and column c, nb blocks long.
+static Tile tile_at(const Tensor *w, int g, const QuantizedActs *a, int t, int c, int nb, float *out) {
+    int q4 = w->type == TYPE_Q4, block = q4 ? QK4 : QK8, nbx = a->cols / QK8;
+    size_t j = (size_t)t * nbx + c / QK8, block_bytes = q4 ? sizeof(BlockQ4x16) : sizeof(BlockQ8x16);
+    Tile p = {.w = (const uint8_t *)w->data + ((size_t)g * (w->cols / block) + c / block) * block_bytes, .nb = nb,
+              .xq = a->q + (size_t)t * a->cols + c, .dx = a->d + j, .dsum = a->dsum + j, .sum = a->sum + j,
+              .xstride = a->cols, .bstride = nbx, .out = out + (size_t)t * w->rows + g * QROWS, .ostride = w->rows};
+    return p;
+}
+
+// out for the 16 rows of group g, the n tokens of a and the columns [k0, k1), a few blocks at a time: the
+// q4 scales of those blocks, then every tile over them (8, 4, 2, 1 tokens), the first tile fetching the
+// next blocks from memory, the others finding these in L1. A batch of 1, 2, 4 or 8 tokens (decoding) is one
+// tile: q4 goes block by block (each block's scales just before its levels), q8 in one stretch.
+static void matmul_group(const Kernels *k, const Tensor *w, int g, const QuantizedActs *a, int n, int k0, int k1,
+                         float *out) {
+    int q4 = w->type == TYPE_Q4, block = q4 ? QK4 : QK8, one_tile = n <= 8 && (n & (n - 1)) == 0;
+    int step = q4 ? (one_tile ? 1 : 4) : (one_tile ? (k1 - k0) / block : 16);  // about 9 KiB of weights
+    TileKernel *kernel = q4 ? k->q4 : k->q8;
+    float scales[4 * 256];
+    for (int c = k0; c < k1; c += step * block) {
+        int nb = (k1 - c) / block < step ? (k1 - c) / block : step;
+        if (q4) {
+            const BlockQ4x16 *first = tile_at(w, g, a, 0, c, nb, out).w;
+            for (int b = 0; b < nb; b++) k->q4_scales(first + b, k->q4_odd, scales + 256 * b);
+        }
+        for (int t = 0, nt; t < n; t += nt) {
+            for (nt = 8; nt > n - t; nt /= 2) {}
+            Tile p = tile_at(w, g, a, t, c, nb, out);
+            p.scales = scales;
+            p.load = c > 0;
+            p.prefetch = t == 0 ? PREFETCH_AHEAD : 0;
+            kernel(&p, nt);
+        }
     }
 }
 
 // out (n, w->rows) = x (n, w->cols) · wᵀ, i.e. out[t][r] = Σ_i w[r][i] x[t][i] for each of n tokens.
-// q8 and q4 weights are multiplied with activations quantized to 8 bits (quant.h has the dot products).
-// Each weight row is read once for all n tokens: with a batch, the weights stay in cache.
+// q8/q4: the tokens go in chunks that the activation scratch holds, and the columns in ranges whose
+// activations stay in a core's cache (n · range <= 512 KiB of levels), each range through every group before
+// the next; the threads split the groups evenly, the same way for every range. The sums of each token are
+// the same whatever n is: a token gives the same logits alone or in a batch.
 static void matmul(float *out, const float *x, int n, const Tensor *w) {
+    if (!kernels) kernels = kernels_for_cpu();
+    const Kernels *k = kernels;
     int rows = w->rows, cols = w->cols;
-    size_t row_bytes = type_bytes(w->type, cols);
-    BlockQ8A *xq = NULL;
-    if (w->type == TYPE_Q8 || w->type == TYPE_Q4) {
-        xq = malloc((size_t)n * (cols / QK8) * sizeof(BlockQ8A));
-        for (int t = 0; t < n; t++) quantize_activations(x + (size_t)t * cols, xq + (size_t)t * (cols / QK8), cols);
+    if (w->type == TYPE_F32 || w->type == TYPE_F16) {
+        RowKernel *rk = w->type == TYPE_F32 ? k->f32 : k->f16;
+        #pragma omp parallel for schedule(static) if ((double)rows * cols * n >= PARALLEL_WORK)
+        for (int r0 = 0; r0 < rows; r0 += QROWS) rk(w, r0, r0 + QROWS < rows ? r0 + QROWS : rows, x, n, out);
+        return;
     }
-    #pragma omp parallel for schedule(static)
-    for (int r = 0; r < rows; r++) {
-        const void *row = (const uint8_t *)w->data + r * row_bytes;
-        for (int t = 0; t < n; t++) {
-            const float *xt = x + (size_t)t * cols;
-            const BlockQ8A *xqt = xq + (size_t)t * (cols / QK8);
-            float sum = 0.0f;
-            switch (w->type) {
-            case TYPE_F32: for (int i = 0; i < cols; i++) sum += ((const float *)row)[i] * xt[i]; break;
-            case TYPE_F16: sum = dot_f16_f32(row, xt, cols); break;
-            case TYPE_Q8: sum = dot_q8_q8(row, xqt, cols); break;
-            case TYPE_Q4: sum = dot_q4_q8(row, xqt, cols); break;
+    QuantizedActs a = {cols, act_levels, act_scales, act_dsums, act_sums};
+    int chunk = ACT_LEVELS / cols;
+    for (int t0 = 0; t0 < n; t0 += chunk) {
+        int nt = n - t0 < chunk ? n - t0 : chunk;
+        int range = (512 << 10) / nt / QK4 * QK4;
+        range = range < QK4 ? QK4 : range;
+        const float *xt = x + (size_t)t0 * cols;
+        float *ot = out + (size_t)t0 * rows;
+        #pragma omp parallel if ((double)rows * cols * nt >= PARALLEL_WORK)
+        {
+            #pragma omp for schedule(static)
+            for (int t = 0; t < nt; t++) quantize_token(k, &a, t, xt + (size_t)t * cols);
+            for (int k0 = 0; k0 < cols; k0 += range) {
+                int k1 = cols - k0 < range ? cols : k0 + range;
+                #pragma omp for schedule(static)
+                for (int g = 0; g < rows / QROWS; g++) matmul_group(k, w, g, &a, nt, k0, k1, ot);
             }
-            out[(size_t)t * rows + r] = sum;
         }
     }
-    free(xq);
 }
 
 // y = w ⊙ x / sqrt(mean(x²) + eps), over one vector of n values.
@@ -851,6 +2071,7 @@ typedef struct {
     float *logits;               // (max_batch, vocab_size)
     float *key_cache;            // (n_layers, seq_len, n_kv_heads * head_dim)
     float *value_cache;          // (n_layers, seq_len, n_kv_heads * head_dim)
+    float *scores;               // (threads, n_heads / n_kv_heads, seq_len) attention scores of each thread
 } RunState;
 
 static int runstate_init(RunState *s, const Config *c, int max_batch, int seq_len) {
@@ -870,8 +2091,9 @@ static int runstate_init(RunState *s, const Config *c, int max_batch, int seq_le
     s->logits = calloc(b * c->vocab_size, sizeof(float));
     s->key_cache = calloc((size_t)c->n_layers * seq_len * kv_dim, sizeof(float));
     s->value_cache = calloc((size_t)c->n_layers * seq_len * kv_dim, sizeof(float));
+    s->scores = calloc((size_t)max_threads() * (c->n_heads / c->n_kv_heads) * seq_len, sizeof(float));
     if (!s->x || !s->xb || !s->q || !s->att || !s->hb || !s->hb2 || !s->rope_cos || !s->rope_sin || !s->inv_freq ||
-        !s->logits || !s->key_cache || !s->value_cache)
+        !s->logits || !s->key_cache || !s->value_cache || !s->scores)
         return fail("out of memory for a %d-token context (%.1f GB of KV cache); use a smaller -c", seq_len,
                     2.0 * c->n_layers * seq_len * kv_dim * sizeof(float) / 1e9);
     // inv_freq[i] = 1 / theta^(2i / head_dim), in fp32 as the reference computes it
@@ -883,40 +2105,35 @@ static int runstate_init(RunState *s, const Config *c, int max_batch, int seq_le
 static void runstate_free(RunState *s) {
     free(s->x); free(s->xb); free(s->q); free(s->att); free(s->hb); free(s->hb2);
     free(s->rope_cos); free(s->rope_sin); free(s->inv_freq); free(s->logits);
-    free(s->key_cache); free(s->value_cache);
+    free(s->key_cache); free(s->value_cache); free(s->scores);
 }
 
 // Causal grouped-query attention for n new tokens at positions pos..pos+n-1, whose keys and values
-// are already in the cache. q: (n, n_heads, head_dim) -> att: (n, n_heads, head_dim).
+// are already in the cache. q: (n, n_heads, head_dim) -> att: (n, n_heads, head_dim). In parallel over
+// (token, kv head): the query heads a kv head serves share each key and value row they read.
 static void attention(const Config *c, RunState *s, int layer, int n, int pos) {
     int head_dim = c->head_dim, kv_dim = c->n_kv_heads * head_dim, group = c->n_heads / c->n_kv_heads;
     const float *keys = s->key_cache + (size_t)layer * s->seq_len * kv_dim;
     const float *values = s->value_cache + (size_t)layer * s->seq_len * kv_dim;
     float scale = 1.0f / sqrtf((float)head_dim);
-    #pragma omp parallel
+    if (!kernels) kernels = kernels_for_cpu();
+    const Kernels *k = kernels;
+    #pragma omp parallel if ((double)n * c->n_heads * (pos + n) * head_dim >= PARALLEL_WORK)
     {
-        float *scores = malloc((size_t)(pos + n) * sizeof(float));
+        float *scores = s->scores + (size_t)thread_index() * group * s->seq_len;  // (group, seq_len)
         #pragma omp for collapse(2) schedule(dynamic, 1)
         for (int t = 0; t < n; t++) {
-            for (int a = 0; a < c->n_heads; a++) {
-                const float *q = s->q + ((size_t)t * c->n_heads + a) * head_dim;
-                int g = a / group, len = pos + t + 1;  // kv head g serves query heads g*group .. g*group+group-1
-                for (int j = 0; j < len; j++) {
-                    const float *k = keys + (size_t)j * kv_dim + g * head_dim;
-                    float dot = 0.0f;
-                    for (int i = 0; i < head_dim; i++) dot += q[i] * k[i];
-                    scores[j] = dot * scale;
-                }
-                softmax(scores, len);
-                float *out = s->att + ((size_t)t * c->n_heads + a) * head_dim;
-                memset(out, 0, head_dim * sizeof(float));
-                for (int j = 0; j < len; j++) {
-                    const float *v = values + (size_t)j * kv_dim + g * head_dim;
-                    for (int i = 0; i < head_dim; i++) out[i] += scores[j] * v[i];
-                }
+            for (int g = 0; g < c->n_kv_heads; g++) {  // kv head g serves query heads g*group .. g*group+group-1
+                int len = pos + t + 1;
+                size_t first = (size_t)t * c->n_heads + g * group;
+                k->scores(s->q + first * head_dim, group, head_dim, keys + g * head_dim, kv_dim, len, scale, scores,
+                          s->seq_len);
+                for (int a = 0; a < group; a++) softmax(scores + (size_t)a * s->seq_len, len);
+                float *out = s->att + first * head_dim;
+                memset(out, 0, (size_t)group * head_dim * sizeof(float));
+                k->mix(scores, s->seq_len, group, head_dim, values + g * head_dim, kv_dim, len, out);
             }
         }
-        free(scores);
     }
 }
 
@@ -967,6 +2184,13 @@ static void forward(const Model *m, RunState *s, int n, int pos, int all_logits)
 static void embed_tokens(const Model *m, RunState *s, const int *ids, int n) {
     for (int t = 0; t < n; t++) dequantize_row(&m->weights.tok_embeddings, ids[t], s->x + (size_t)t * m->config.dim);
 }
+
+// ----------------------------------------------------------------------------
+// vision: an image file -> preprocessed pixels -> Pixtral encoder -> projector -> one embedding per [IMG]
+// token. The section lives in its own file, vision.c, included here (it is part of this program, not a
+// library: it uses the blocks above, and the prompt code below uses it).
+
+#include "vision.c"
 
 // ----------------------------------------------------------------------------
 // sampling: temperature, then top-k, top-p and min-p filters, from a seeded generator
@@ -1069,6 +2293,9 @@ typedef struct {
     int pending;                 // last sampled token, not yet fed (-1: none)
     Tokens history;              // every token fed so far (the pending one follows), for --dump-tokens
     FILE *dump_logits;           // --dump-logits: logits of every fed token
+    const ImageEmbeddings *images;  // (n_images) images of the turn being fed: their rows go, in order, to
+    int n_images;                // the [IMG] tokens fed (MODEL.md §6); image_next / row_next: the next row
+    int image_next, row_next;
     // statistics
     long prompt_tokens, generated_tokens;
     double prefill_seconds, decode_seconds, first_token_seconds;
@@ -1090,6 +2317,12 @@ static int feed(Session *ss, const int *ids, int n) {
     for (int done = 0; done < n;) {
         int b = n - done < s->max_batch ? n - done : s->max_batch;
         embed_tokens(ss->model, s, ids + done, b);
+        for (int i = 0; i < b; i++) {  // each [IMG] position takes the next image embedding instead
+            if (ids[done + i] != c->image_token_id || ss->image_next >= ss->n_images) continue;
+            const ImageEmbeddings *img = &ss->images[ss->image_next];
+            memcpy(s->x + (size_t)i * c->dim, img->embeddings + (size_t)ss->row_next * c->dim, c->dim * sizeof(float));
+            if (++ss->row_next == img->rows * img->cols) ss->image_next++, ss->row_next = 0;
+        }
         forward(ss->model, s, b, ss->pos, ss->dump_logits != NULL);
         if (ss->dump_logits) {
             if (fwrite(s->logits, sizeof(float), (size_t)b * c->vocab_size, ss->dump_logits) != (size_t)b * c->vocab_size)
@@ -1106,17 +2339,27 @@ static int feed(Session *ss, const int *ids, int n) {
 }
 
 // Prefill of a turn's tokens, with the pending reply token and its </s> in front of them.
-static int feed_turn(Session *ss, const Tokens *turn) {
+// The turn's [IMG] tokens take the rows of images[0..n_images), in order; their count must match.
+static int feed_turn(Session *ss, const Tokens *turn, const ImageEmbeddings *images, int n_images) {
     Tokens all = {0};
-    int rc = 0, eos = ss->model->config.eos_id;
+    int rc = 0, eos = ss->model->config.eos_id, before = 0;
+    long img_tokens = 0, img_rows = 0;
+    for (int i = 0; i < turn->n; i++) img_tokens += turn->ids[i] == ss->model->config.image_token_id;
+    for (int i = 0; i < n_images; i++) img_rows += (long)images[i].rows * images[i].cols;
+    if (n_images && img_tokens != img_rows)
+        return fail("the prompt has %ld [IMG] tokens but its images have %ld embeddings", img_tokens, img_rows);
     if (ss->pending >= 0) {
         rc = tokens_push(&all, ss->pending);
         if (rc == 0 && ss->pending != eos) rc = tokens_push(&all, eos);
         ss->pending = -1;
+        before = all.n;          // fed before the images take effect
     }
     for (int i = 0; i < turn->n && rc == 0; i++) rc = tokens_push(&all, turn->ids[i]);
     double t0 = now_seconds();
-    if (rc == 0) rc = feed(ss, all.ids, all.n);
+    if (rc == 0 && before) rc = feed(ss, all.ids, before);
+    ss->images = images, ss->n_images = n_images, ss->image_next = ss->row_next = 0;
+    if (rc == 0) rc = feed(ss, all.ids + before, all.n - before);
+    ss->images = NULL, ss->n_images = 0;
     ss->prefill_seconds += now_seconds() - t0;
     ss->prompt_tokens += all.n;
     free(all.ids);
@@ -1214,8 +2457,24 @@ static int tokenize_stdin(const char *tekken_path) {
 // ----------------------------------------------------------------------------
 // the prompt format (V7, MODEL.md §8) and the chat loop
 
-// One user turn: [INST] text [/INST], with <s> and the system prompt before the first one.
-static int user_turn(Tokens *t, const Tokenizer *tok, const char *system, const char *text, int first) {
+// The tokens of one image (MODEL.md §6): ([IMG] x cols, [IMG_BREAK]) x rows, the last [IMG_BREAK]
+// replaced by [IMG_END]. A 2x3 grid: [IMG][IMG][IMG][IMG_BREAK][IMG][IMG][IMG][IMG_END].
+static int image_tokens(Tokens *t, const Tokenizer *tok, int rows, int cols) {
+    int img = tokenizer_special_id(tok, "[IMG]"), brk = tokenizer_special_id(tok, "[IMG_BREAK]"),
+        end = tokenizer_special_id(tok, "[IMG_END]");
+    if (img < 0 || brk < 0 || end < 0) return fail("the tokenizer lacks the image tokens");
+    for (int r = 0; r < rows; r++) {
+        for (int c = 0; c < cols; c++)
+            if (tokens_push(t, img)) return -1;
+        if (tokens_push(t, r == rows - 1 ? end : brk)) return -1;
+    }
+    return 0;
+}
+
+// One user turn: [INST] images text [/INST], with <s> and the system prompt before the first one. The
+// images come before the text, as mistral-common puts an image given with a text (MODEL.md §8).
+static int user_turn(Tokens *t, const Tokenizer *tok, const char *system, const char *text, int first,
+                     const ImageEmbeddings *images, int n_images) {
     int bos = tokenizer_special_id(tok, "<s>"), inst = tokenizer_special_id(tok, "[INST]"),
         inst_end = tokenizer_special_id(tok, "[/INST]"), sys = tokenizer_special_id(tok, "[SYSTEM_PROMPT]"),
         sys_end = tokenizer_special_id(tok, "[/SYSTEM_PROMPT]");
@@ -1225,7 +2484,10 @@ static int user_turn(Tokens *t, const Tokenizer *tok, const char *system, const 
     if (first && system &&
         (tokens_push(t, sys) || tokens_push_text(t, tok, system, "system prompt") || tokens_push(t, sys_end)))
         return -1;
-    if (tokens_push(t, inst) || tokens_push_text(t, tok, text, "prompt") || tokens_push(t, inst_end)) return -1;
+    if (tokens_push(t, inst)) return -1;
+    for (int i = 0; i < n_images; i++)
+        if (image_tokens(t, tok, images[i].rows, images[i].cols)) return -1;
+    if (tokens_push_text(t, tok, text, "prompt") || tokens_push(t, inst_end)) return -1;
     return 0;
 }
 
@@ -1254,19 +2516,54 @@ static char *read_message(FILE *in) {
     return msg;
 }
 
-static int chat(Session *ss, const char *system, int max_new) {
-    int interactive = isatty(0);
-    for (int turn = 0;; turn++) {
+// Encoded images waiting for the message they go with.
+typedef struct { ImageEmbeddings *items; int n, cap; } ImageList;
+
+static int images_push(ImageList *l, ImageEmbeddings e) {
+    if (l->n == l->cap) {
+        int cap = l->cap ? 2 * l->cap : 4;
+        ImageEmbeddings *p = realloc(l->items, cap * sizeof *p);
+        if (!p) { image_embeddings_free(&e); return fail("out of memory"); }
+        l->items = p, l->cap = cap;
+    }
+    l->items[l->n++] = e;
+    return 0;
+}
+
+static void images_clear(ImageList *l) {
+    for (int i = 0; i < l->n; i++) image_embeddings_free(&l->items[i]);
+    l->n = 0;
+}
+
+// A line "/image PATH" encodes PATH and attaches it to the next message (images first, in order); the
+// images given with -i go with the first message. An image that cannot be read is reported and skipped.
+static int chat(Session *ss, const char *system, int max_new, ImageList *images) {
+    int interactive = isatty(0), first = 1;
+    for (;;) {
         if (interactive) { printf("> "); fflush(stdout); }
         char *msg = read_message(stdin);
         if (!msg) break;
         if (strcmp(msg, "/exit") == 0 || strcmp(msg, "/quit") == 0) { free(msg); break; }
+        if (strncmp(msg, "/image", 6) == 0 && (msg[6] == '\0' || msg[6] == ' ' || msg[6] == '\t')) {
+            char *path = msg + 6, *end = path + strlen(path);
+            while (*path == ' ' || *path == '\t') path++;
+            while (end > path && (end[-1] == ' ' || end[-1] == '\t' || end[-1] == '\r')) *--end = '\0';
+            ImageEmbeddings e;
+            if (!*path) fprintf(stderr, "run: /image needs a file: /image PATH\n");
+            else if (encode_image_file(ss->model, path, &e) || images_push(images, e))
+                fprintf(stderr, "run: %s\n", error_msg);
+            else fprintf(stderr, "[%s: %dx%d image tokens, for the next message]\n", path, e.rows, e.cols);
+            free(msg);
+            continue;
+        }
         Tokens t = {0};
         double start = now_seconds();
-        int rc = user_turn(&t, ss->tokenizer, system, msg, turn == 0);
+        int rc = user_turn(&t, ss->tokenizer, system, msg, first, images->items, images->n);
         free(msg);
-        if (rc == 0) rc = feed_turn(ss, &t);
+        if (rc == 0) rc = feed_turn(ss, &t, images->items, images->n);
         free(t.ids);
+        images_clear(images);   // now in the KV cache, like the rest of the conversation
+        first = 0;
         if (rc == 0) rc = generate(ss, max_new, start);
         if (rc) return rc;
         printf("\n");
@@ -1281,12 +2578,16 @@ typedef struct {
     const char *model_path, *tokenizer_path;
     const char *prompt, *system, *tokens;
     const char *dump_logits, *dump_tokens;
+    const char **images;         // -i, in order (n_images)
+    int n_images;
+    const char *dump_image_embeddings, *dump_pixels;
     int steps;                   // -n; -1: until </s> or the context is full
     float temperature, top_p, min_p;
     int top_k;
     uint64_t seed;
     int threads, context;
     int chat, raw, tokenize;
+    const Kernels *kernels;      // --kernels; NULL: the best for this CPU
 } Options;
 
 static void usage(FILE *f) {
@@ -1296,9 +2597,16 @@ static void usage(FILE *f) {
 "       run --tokenizer TEKKEN_JSON --tokenize   the same with a tekken.json and no model\n"
 "\n"
 "  -p PROMPT          a user message, in the model's chat format (V7)\n"
+"  -i IMAGE           an image for the model to see, placed before the text of the (first) message;\n"
+"                     repeat -i for several images, in order. PNG, JPEG, BMP, GIF (first frame), PNM\n"
+"                     (PPM/PGM), TGA; transparency is composited on white. Scaled so the longest side\n"
+"                     is at most 1540 pixels, then each side rounded up to 28 pixels: one token per\n"
+"                     28x28 cell plus one per row (1024x768 -> 37x28 = 1036 [IMG] + 28 = 1064 tokens;\n"
+"                     at most 55x55 = 3025 + 55 = 3080); at most 16384 pixels a side and 64 megapixels\n"
 "  -s SYSTEM          a system prompt before it\n"
 "  --chat             interactive chat on stdin: one message per line (end a line with \\ to continue\n"
-"                     it); the conversation stays in the KV cache. /exit or end of input quits\n"
+"                     it); the conversation stays in the KV cache. /exit or end of input quits.\n"
+"                     A line /image PATH attaches an image to the next message (encoded once)\n"
 "  --raw              feed <s> and PROMPT as they are, without the chat format\n"
 "  -n N               generate at most N tokens (default: until </s> or a full context)\n"
 "  --temp T           temperature (default 0.15, as Mistral recommends; 0 = greedy)\n"
@@ -1306,11 +2614,21 @@ static void usage(FILE *f) {
 "  --top-k K          keep the K most likely tokens (default 0 = off)\n"
 "  --min-p M          keep tokens at least M times as likely as the most likely one (default 0 = off)\n"
 "  --seed S           random seed, for reproducible sampling (default: from the clock)\n"
-"  -t THREADS         threads (default: OpenMP's default, all cores)\n"
+"  -t THREADS         threads (default: one per physical core)\n"
+"  --kernels NAME     the matmul kernels to use (default: the fastest this CPU runs, listed below)\n"
 "  -c CONTEXT         context length in tokens: the KV cache size (default 4096, at most the model's)\n"
 "  --tokens IDS       feed these comma-separated token ids exactly (no BOS); generates only with -n\n"
 "  --dump-logits FILE write the logits of every token fed to the model, float32 (n_fed x vocab_size)\n"
-"  --dump-tokens FILE write every token id of the session (fed, then the last sampled), comma-separated\n");
+"  --dump-tokens FILE write every token id of the session (fed, then the last sampled), comma-separated\n"
+"  --dump-image-embeddings FILE  with -i: write the projector output of the images, float32, row-major\n"
+"                     (one row of dim values per [IMG] token, in prompt order), and print each image's\n"
+"                     token grid on stdout as \"grid ROWSxCOLS\"; with nothing else to do, stops there\n"
+"  --dump-pixels FILE with -i: write the preprocessed images (what the encoder sees), float32,\n"
+"                     (3, 28*ROWS, 28*COLS) each, normalized; prints the grids like the above\n");
+    fprintf(f, "\nkernels: %s; this CPU runs:", kernels_for_cpu()->name);
+    for (size_t i = 0; i < sizeof all_kernels / sizeof *all_kernels; i++)
+        if (kernels_supported(all_kernels[i])) fprintf(f, " %s", all_kernels[i]->name);
+    fprintf(f, "; threads: %d\n", physical_cores());
 }
 
 // Parses a whole-string number within [lo, hi]. 0 ok, -1 otherwise.
@@ -1325,6 +2643,8 @@ static int parse_double(const char *s, double lo, double hi, double *out) {
 
 static int parse_args(int argc, char **argv, Options *o) {
     *o = (Options){.steps = -2, .temperature = 0.15f, .top_p = 1.0f, .seed = (uint64_t)time(NULL)};
+    o->images = calloc(argc, sizeof *o->images);   // freed by main
+    if (!o->images) return fail("out of memory");
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) { usage(stdout); exit(0); }
@@ -1345,6 +2665,9 @@ static int parse_args(int argc, char **argv, Options *o) {
         else if (strcmp(a, "--tokenizer") == 0) o->tokenizer_path = v;
         else if (strcmp(a, "--dump-logits") == 0) o->dump_logits = v;
         else if (strcmp(a, "--dump-tokens") == 0) o->dump_tokens = v;
+        else if (strcmp(a, "-i") == 0) o->images[o->n_images++] = v;   // room for argc entries
+        else if (strcmp(a, "--dump-image-embeddings") == 0) o->dump_image_embeddings = v;
+        else if (strcmp(a, "--dump-pixels") == 0) o->dump_pixels = v;
         else if (strcmp(a, "-n") == 0 && parse_double(v, 0, 1e9, &x) == 0 && x == floor(x)) o->steps = (int)x;
         else if (strcmp(a, "--temp") == 0 && parse_double(v, 0, 100, &x) == 0) o->temperature = (float)x;
         else if (strcmp(a, "--top-p") == 0 && parse_double(v, 0, 1, &x) == 0 && x > 0) o->top_p = (float)x;
@@ -1352,16 +2675,22 @@ static int parse_args(int argc, char **argv, Options *o) {
         else if (strcmp(a, "--min-p") == 0 && parse_double(v, 0, 1, &x) == 0) o->min_p = (float)x;
         else if (strcmp(a, "--seed") == 0 && parse_double(v, 0, 1.8e19, &x) == 0 && x == floor(x)) o->seed = (uint64_t)x;
         else if (strcmp(a, "-t") == 0 && parse_double(v, 1, 4096, &x) == 0 && x == floor(x)) o->threads = (int)x;
+        else if (strcmp(a, "--kernels") == 0 && (o->kernels = kernels_by_name(v))) {}
         else if (strcmp(a, "-c") == 0 && parse_double(v, 1, 1 << 24, &x) == 0 && x == floor(x)) o->context = (int)x;
         else if (strcmp(a, "-n") == 0 || strcmp(a, "--temp") == 0 || strcmp(a, "--top-p") == 0 ||
                  strcmp(a, "--top-k") == 0 || strcmp(a, "--min-p") == 0 || strcmp(a, "--seed") == 0 ||
                  strcmp(a, "-t") == 0 || strcmp(a, "-c") == 0)
             return fail("bad value for %s: %s", a, v);
+        else if (strcmp(a, "--kernels") == 0)
+            return fail("--kernels %s: unknown, or this CPU cannot run them (--help lists those it can)", v);
         else return fail("unknown option %s", a);
     }
     if (o->tokenizer_path && !o->tokenize) return fail("--tokenizer goes with --tokenize");
     if (!o->model_path && !o->tokenizer_path) return fail("no model file given");
-    if (o->model_path && !o->tokenize && !o->prompt && !o->chat && !o->tokens)
+    int dump_images = o->dump_image_embeddings || o->dump_pixels;
+    if (dump_images && !o->n_images) return fail("--dump-image-embeddings and --dump-pixels need -i IMAGE");
+    if (o->n_images && (o->raw || o->tokenize)) return fail("-i does not go with --raw or --tokenize");
+    if (o->model_path && !o->tokenize && !o->prompt && !o->chat && !o->tokens && !dump_images)
         return fail("nothing to do: give -p PROMPT, --chat, --tokens IDS or --tokenize");
     if ((o->prompt != NULL) + o->chat + (o->tokens != NULL) > 1) return fail("-p, --chat and --tokens exclude each other");
     if (o->raw && !o->prompt) return fail("--raw goes with -p");
@@ -1400,6 +2729,41 @@ static void print_stats(const Session *ss) {
             ss->first_token_seconds);
 }
 
+// -i: loads and preprocesses each image, in order; --dump-pixels writes the preprocessed pixels and
+// --dump-image-embeddings the projector output (each also prints "grid ROWSxCOLS"). With keep, the
+// embeddings go to `out` for the prompt.
+static int prepare_images(const Options *o, const Model *m, ImageList *out, int keep) {
+    const Config *c = &m->config;
+    if (c->vision_layers == 0) return fail("%s: this model file has no vision encoder, so it takes no images", o->model_path);
+    FILE *pixels = NULL, *embeddings = NULL;
+    int rc = 0;
+    if (o->dump_pixels && !(pixels = fopen(o->dump_pixels, "wb"))) rc = fail("%s: %s", o->dump_pixels, strerror(errno));
+    if (rc == 0 && o->dump_image_embeddings && !(embeddings = fopen(o->dump_image_embeddings, "wb")))
+        rc = fail("%s: %s", o->dump_image_embeddings, strerror(errno));
+    for (int i = 0; i < o->n_images && rc == 0; i++) {
+        Image img;
+        if (image_load(&img, o->images[i], c)) { rc = -1; break; }
+        size_t n_pixels = (size_t)3 * img.pixel_rows * img.pixel_cols;
+        if (pixels && fwrite(img.pixels, sizeof(float), n_pixels, pixels) != n_pixels)
+            rc = fail("%s: write failed", o->dump_pixels);
+        if (rc == 0 && (embeddings || keep)) {
+            size_t n = (size_t)img.rows * img.cols * c->dim;
+            ImageEmbeddings e = {img.rows, img.cols, malloc(n * sizeof(float))};
+            rc = e.embeddings ? vision_encode(m, &img, e.embeddings) : fail("out of memory");
+            if (rc == 0 && embeddings && fwrite(e.embeddings, sizeof(float), n, embeddings) != n)
+                rc = fail("%s: write failed", o->dump_image_embeddings);
+            if (rc == 0 && keep) rc = images_push(out, e);
+            else image_embeddings_free(&e);
+        }
+        if (rc == 0 && (pixels || embeddings)) printf("grid %dx%d\n", img.rows, img.cols);
+        image_free(&img);
+    }
+    fflush(stdout);
+    if (pixels && fclose(pixels) != 0 && rc == 0) rc = fail("%s: write failed", o->dump_pixels);
+    if (embeddings && fclose(embeddings) != 0 && rc == 0) rc = fail("%s: write failed", o->dump_image_embeddings);
+    return rc;
+}
+
 // Runs what the options ask for with a loaded model and its tokenizer.
 static int run_model(const Options *o, const Model *m, const Tokenizer *tok) {
     const Config *c = &m->config;
@@ -1413,6 +2777,16 @@ static int run_model(const Options *o, const Model *m, const Tokenizer *tok) {
     }
     int context = o->context ? o->context : (c->max_seq_len < 4096 ? c->max_seq_len : 4096);
     if (context > c->max_seq_len) return fail("-c %d is longer than the model's context (%d)", context, c->max_seq_len);
+    ImageList images = {0};
+    int generating = o->prompt || o->chat || o->tokens;
+    if (o->n_images) {
+        int rc = prepare_images(o, m, &images, generating);
+        if (rc || !generating) {
+            images_clear(&images);
+            free(images.items);
+            return rc;
+        }
+    }
 
     Session ss = {.model = m, .tokenizer = tok, .pending = -1};
     Tokens prompt = {0};
@@ -1425,12 +2799,12 @@ static int run_model(const Options *o, const Model *m, const Tokenizer *tok) {
     int steps = o->steps >= 0 ? o->steps : (o->tokens ? 0 : context);
     double start = now_seconds();
     if (rc == 0 && o->chat) {
-        rc = chat(&ss, o->system, steps);
+        rc = chat(&ss, o->system, steps, &images);
     } else if (rc == 0) {
         if (o->tokens) rc = parse_token_list(o->tokens, c->vocab_size, &prompt);
         else if (o->raw) rc = tokens_push(&prompt, c->bos_id) || tokens_push_text(&prompt, tok, o->prompt, "prompt");
-        else rc = user_turn(&prompt, tok, o->system, o->prompt, 1);
-        if (rc == 0) rc = feed_turn(&ss, &prompt);
+        else rc = user_turn(&prompt, tok, o->system, o->prompt, 1, images.items, images.n);
+        if (rc == 0) rc = feed_turn(&ss, &prompt, images.items, images.n);
         if (rc == 0 && steps > 0) rc = generate(&ss, steps, start);
         if (rc == 0 && steps > 0) printf("\n");
     }
@@ -1438,6 +2812,8 @@ static int run_model(const Options *o, const Model *m, const Tokenizer *tok) {
     if (rc == 0 && o->dump_tokens) rc = write_token_list(o->dump_tokens, &ss.history, ss.pending);
     if (rc == 0) print_stats(&ss);
     free(prompt.ids);
+    images_clear(&images);
+    free(images.items);
     free(ss.history.ids);
     free(ss.sampler.candidates);
     runstate_free(&ss.state);
@@ -1449,11 +2825,13 @@ int main(int argc, char **argv) {
     if (parse_args(argc, argv, &o)) {
         fprintf(stderr, "run: %s\n", error_msg);
         usage(stderr);
+        free(o.images);
         return 2;
     }
 #ifdef _OPENMP
-    if (o.threads) omp_set_num_threads(o.threads);
+    omp_set_num_threads(o.threads ? o.threads : physical_cores());
 #endif
+    if (o.kernels) kernels = o.kernels;
     if (!o.model_path) return tokenize_stdin(o.tokenizer_path);
     Model m;
     Tokenizer tok;
@@ -1470,6 +2848,7 @@ int main(int argc, char **argv) {
         }
     }
     model_free(&m);
+    free(o.images);
     if (rc) fprintf(stderr, "run: %s\n", error_msg);
     return rc ? 1 : 0;
 }

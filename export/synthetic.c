@@ -56,24 +56,27 @@ static void random_fill(uint8_t *out, uint32_t type, uint64_t n, int is_norm, ui
             memcpy(out + 2 * i, &h, 2);
         }
     } else if (type == TYPE_Q8) {
-        BlockQ8 *b = (BlockQ8 *)out;
-        for (uint64_t i = 0; i < n / QK8; i++) {
-            b[i].d = f32_to_fp16(0.02f / 73.0f);  // uniform int8 has a standard deviation of about 73
-            for (int j = 0; j < QK8; j += 8) {
+        // 16-row groups (quant.h); every row is alike, so the group blocks are filled directly
+        BlockQ8x16 *b = (BlockQ8x16 *)out;
+        for (uint64_t i = 0; i < n / (QK8 * QROWS); i++) {
+            for (int r = 0; r < QROWS; r++) b[i].d[r] = f32_to_fp16(0.02f / 73.0f);  // uniform int8: sd about 73
+            for (int j = 0; j < QK8 * QROWS; j += 8) {
                 uint64_t r = next_random(&s);
                 memcpy(&b[i].q[j], &r, 8);
             }
         }
     } else {
         // w = d*sc*q - dmin*mn with q uniform in 0..15 (sd 4.6), sc and mn in 32..63, dmin = 7.5 d
-        BlockQ4 *b = (BlockQ4 *)out;
-        for (uint64_t i = 0; i < n / QK4; i++) {
-            b[i].d = f32_to_fp16(0.02f / 4.6f / 48.0f);
-            b[i].dmin = f32_to_fp16(7.5f * 0.02f / 4.6f / 48.0f);
-            int v[16];
-            for (int j = 0; j < 8; j++) v[j] = v[8 + j] = 32 + (int)(next_random(&s) >> 59);
-            q4_pack_scales(v, b[i].scales);
-            for (int j = 0; j < 128; j += 8) {
+        BlockQ4x16 *b = (BlockQ4x16 *)out;
+        for (uint64_t i = 0; i < n / (QK4 * QROWS); i++) {
+            for (int r = 0; r < QROWS; r++) {
+                b[i].d[r] = f32_to_fp16(0.02f / 4.6f / 48.0f);
+                b[i].dmin[r] = f32_to_fp16(7.5f * 0.02f / 4.6f / 48.0f);
+                int v[16];
+                for (int j = 0; j < 8; j++) v[j] = v[8 + j] = 32 + (int)(next_random(&s) >> 59);
+                q4_pack_scales(v, b[i].scales[r]);
+            }
+            for (int j = 0; j < 128 * QROWS; j += 8) {
                 uint64_t r = next_random(&s);
                 memcpy(&b[i].qs[j], &r, 8);
             }

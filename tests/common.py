@@ -1,11 +1,20 @@
 """Shared helpers for the tests: paths, building, running programs, fixtures."""
-import functools, os, subprocess, tempfile
+import functools, os, shutil, subprocess, tempfile
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.normpath(os.path.join(REPO, "..", "shared"))
 GOLDEN = os.path.join(SHARED, "golden")
 BUILD = os.path.join(REPO, "tests", "build")   # scratch space of a test run (git-ignored)
 os.makedirs(BUILD, exist_ok=True)
+
+
+@functools.lru_cache(maxsize=None)
+def stb_cflags():
+    """The compiler flags that find the system's stb_image.h (run.c includes vision.c, which uses it), as the
+    Makefile gets them: pkg-config, else Debian's /usr/include/stb."""
+    p = subprocess.run(["pkg-config", "--cflags", "stb"], capture_output=True, text=True) \
+        if shutil.which("pkg-config") else None
+    return p.stdout.split() if p and p.returncode == 0 else ["-I/usr/include/stb"]
 
 
 @functools.lru_cache(maxsize=None)

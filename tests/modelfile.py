@@ -62,10 +62,34 @@ class ModelFile:
         elif t["type"] == "f16":
             x = np.frombuffer(raw, "<f2").astype(np.float64)
         elif t["type"] == "q8":
-            x = dequantize_q8(raw, n)
+            x = dequantize_q8(ungroup_q8(raw, t["shape"][0], n // t["shape"][0]), n)
         else:
-            x = dequantize_q4(raw, n)
+            x = dequantize_q4(ungroup_q4(raw, t["shape"][0], n // t["shape"][0]), n)
         return x.reshape(t["shape"])
+
+
+def ungroup_q8(raw, rows, cols):
+    """q8 matrices are stored in groups of 16 rows: group G = cols/32 blocks of 544 bytes, block b holding
+    block b of rows 16G..16G+15: their 16 fp16 scales, then 8 lines of 64 bytes, line g = weights 4g..4g+3
+    of each of the 16 rows. Returns the rows' blocks one row after another (34 bytes each)."""
+    nb = cols // 32
+    blk = np.frombuffer(raw, np.uint8).reshape(rows // 16, nb, 544)
+    d = blk[:, :, :32].reshape(-1, nb, 16, 2).transpose(0, 2, 1, 3)
+    q = blk[:, :, 32:].reshape(-1, nb, 8, 16, 4).transpose(0, 3, 1, 2, 4).reshape(-1, 16, nb, 32)
+    return np.concatenate([d, q], axis=3).tobytes()
+
+
+def ungroup_q4(raw, rows, cols):
+    """q4 matrices are stored in groups of 16 rows: group G = cols/256 blocks of 2304 bytes, block b holding
+    block b of rows 16G..16G+15: their 16 d, 16 dmin (fp16), 16 x 12 scale bytes, then 32 lines of 64 bytes,
+    line w = bytes 4w..4w+3 of each row's 128 level bytes. Returns the rows' 144-byte blocks in row order."""
+    nb = cols // 256
+    blk = np.frombuffer(raw, np.uint8).reshape(rows // 16, nb, 2304)
+    d = blk[:, :, :32].reshape(-1, nb, 16, 2).transpose(0, 2, 1, 3)
+    dmin = blk[:, :, 32:64].reshape(-1, nb, 16, 2).transpose(0, 2, 1, 3)
+    scales = blk[:, :, 64:256].reshape(-1, nb, 16, 12).transpose(0, 2, 1, 3)
+    qs = blk[:, :, 256:].reshape(-1, nb, 32, 16, 4).transpose(0, 3, 1, 2, 4).reshape(-1, 16, nb, 128)
+    return np.concatenate([d, dmin, scales, qs], axis=3).tobytes()
 
 
 def dequantize_q8(raw, n):

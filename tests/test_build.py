@@ -1,9 +1,10 @@
-"""The other builds a user may make: without OpenMP, with clang; and `make demo`, the newcomer's first command."""
+"""The other builds a user may make: without OpenMP, with clang (with and without OpenMP); and `make demo`,
+the newcomer's first command. (tests/test_kernels.py builds the kernel tests these ways and for arm64.)"""
 import os, shutil, subprocess
 
 import numpy as np
 
-from common import BUILD, GOLDEN, REPO, build, converted, run, scratch
+from common import BUILD, GOLDEN, REPO, build, converted, run, scratch, stb_cflags
 
 TOKENS = open(os.path.join(GOLDEN, "tokens.txt")).read().strip()
 
@@ -13,7 +14,7 @@ def build_variant(name, cc, flags, program="run"):
     out = os.path.join(BUILD, name)
     os.makedirs(out, exist_ok=True)
     exe = os.path.join(out, program)
-    cmd = [cc, "-O2", "-std=c11", "-Wall", "-Wextra", "-Werror", *flags, "-I" + REPO,
+    cmd = [cc, "-O2", "-std=c11", "-Wall", "-Wextra", "-Werror", *flags, "-I" + REPO, *stb_cflags(),
            os.path.join(REPO, program + ".c"), "-o", exe, "-lm"]
     p = subprocess.run(cmd, capture_output=True, text=True)
     assert p.returncode == 0, f"{' '.join(cmd)}\n{p.stderr}"
@@ -51,6 +52,12 @@ def test_build_with_clang():
     if not shutil.which("clang"):
         raise AssertionError("clang is not installed (apt-get install clang)")
     check_variant(build_variant("clang", "clang", ["-Wno-source-uses-openmp", "-Wno-unknown-pragmas"]))
+
+
+def test_build_with_clang_and_openmp():
+    if not shutil.which("clang"):
+        raise AssertionError("clang is not installed (apt-get install clang)")
+    check_variant(build_variant("clang-openmp", "clang", ["-fopenmp"]))
 
 
 def test_make_demo():

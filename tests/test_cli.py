@@ -306,8 +306,8 @@ def test_missing_and_bad_model_files():
         p = os.path.join(d, f"cut{cut}.bin")
         open(p, "wb").write(data[:cut])
         expect_error([p, "-p", "hi"], must=[f"cut{cut}.bin"])
-    p = os.path.join(d, "v2.bin")
-    open(p, "wb").write(data[:8] + struct.pack("<I", 2) + data[12:])
+    p = os.path.join(d, "v1.bin")                                  # a file of an older format
+    open(p, "wb").write(data[:8] + struct.pack("<I", 1) + data[12:])
     expect_error([p, "-p", "hi"], must=["version"])
     expect_error([d, "-p", "hi"])                                   # a directory
 

@@ -5,7 +5,7 @@ import numpy as np
 
 import ref
 from common import GOLDEN, build, converted, fixture, one_line_error, run, scratch
-from modelfile import ModelFile
+from modelfile import ModelFile, ungroup_q8
 
 TYPES = ["f32", "f16", "q8", "q4"]
 
@@ -78,7 +78,8 @@ def test_q8_within_half_a_step():
         for name, w in source_tensors(ck).items():
             if m.tensors[name]["type"] != "q8":
                 continue
-            raw = np.frombuffer(m.raw(name), np.uint8).reshape(-1, 34)
+            rows = m.tensors[name]["shape"][0]  # stored in 16-row groups: back to one row after another
+            raw = np.frombuffer(ungroup_q8(m.raw(name), rows, w.size // rows), np.uint8).reshape(-1, 34)
             d = raw[:, :2].copy().view("<f2").astype(np.float64)      # (blocks, 1)
             err = np.abs(m.tensor(name).reshape(-1, 32) - w.reshape(-1, 32))
             # rounding to the nearest level: half a step, plus the fp16 rounding of the scale at |q| = 127

@@ -23,7 +23,7 @@ import shutil
 import subprocess
 import sys
 
-from common import BUILD, GOLDEN, REPO, SHARED, build, one_line_error, run, scratch
+from common import BUILD, GOLDEN, REPO, SHARED, build, one_line_error, run, scratch, stb_cflags
 
 TOKENIZER_DATA = os.path.join(SHARED, "tokenizer")
 PATTERN = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|"
@@ -170,7 +170,7 @@ def harness():
         f.write(HARNESS_C)
     cc = os.environ.get("CC", "cc")
     p = subprocess.run([cc, "-O2", "-std=c11", "-Wall", "-Wno-unused-function", "-Wno-unknown-pragmas",
-                        "-I", REPO, "-o", exe, src, "-lm"], capture_output=True, text=True)
+                        "-I", REPO, *stb_cflags(), "-o", exe, src, "-lm"], capture_output=True, text=True)
     assert p.returncode == 0, f"harness does not compile:\n{p.stderr}"
     return exe
 

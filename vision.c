@@ -1,0 +1,581 @@
+/* vision.c: the vision section of run.c, kept in its own file. An image becomes rows of [IMG] embeddings.
+
+This is not a separate program or library: run.c includes it (#include "vision.c") between the transformer
+and the sampler, so it uses run.c's Model, Tensor, matmul, rmsnorm, silu, rope_rotate and fail() directly,
+and run.c's prompt code calls image_load, vision_encode and encode_image_file below. MODEL.md §5 and §6 are
+the specification, mistral-common's preprocessing and mistral-inference's encoder the reference:
+
+  file --stb_image--> 8-bit grey/RGB, maybe alpha --composited on white--> RGB (h, w)
+       --one bicubic resize, OpenCV INTER_CUBIC on floats--> (28·rows, 28·cols) --CLIP normalize-->
+  pixels (3, H, W) --patch_conv--> (n, 1024), n = H/14 · W/14 patches, row-major --ln_pre, 24 layers with
+  2D RoPE, attention over all patches of the image--> (n, 1024) --RMSNorm, 2x2 patch merge, w_in, GELU,
+  w_out--> (rows·cols, 5120): one row per [IMG] token, merged grid row by row.
+
+The decoder then sees ([IMG] x cols, [IMG_BREAK]) x rows with the last break replaced by [IMG_END]; each
+[IMG] position takes the next row instead of its token embedding (run.c, feed()).
+*/
+
+// stb_image decodes the files: the system's copy (Debian: libstb-dev), never a vendored one.
+#define STB_IMAGE_IMPLEMENTATION
+#define STBI_ONLY_PNG
+#define STBI_ONLY_JPEG
+#define STBI_ONLY_BMP
+#define STBI_ONLY_GIF
+#define STBI_ONLY_PNM
+#define STBI_ONLY_TGA
+#include <stb_image.h>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define VISION_AVX512 1        // an AVX-512 attention kernel, used when the CPU has it (vision_attention)
+#endif
+
+// ----------------------------------------------------------------------------
+// vision: loading and preprocessing an image (MODEL.md §5.1, as mistral-common does it)
+
+// Sizes refused from the header alone, before anything is decoded: the largest image is resized down to
+// 1540 pixels anyway, and decoding a huge one would only cost memory (4 bytes per pixel).
+#define IMAGE_MAX_SIDE 16384
+#define IMAGE_MAX_PIXELS (64 << 20)   // 64 megapixels
+
+static const double CLIP_MEAN[3] = {0.48145466, 0.4578275, 0.40821073};
+static const double CLIP_STD[3] = {0.26862954, 0.26130258, 0.27577711};
+
+typedef struct {
+    int width, height;           // of the file
+    int rows, cols;              // token grid: rows x cols [IMG] tokens
+    int pixel_rows, pixel_cols;  // the resized image: rows x cols cells of (patch * merge)^2 pixels
+    float *pixels;               // (3, pixel_rows, pixel_cols) normalized, channels R, G, B
+} Image;
+
+static void image_free(Image *img) {
+    free(img->pixels);
+    img->pixels = NULL;
+}
+
+// The token grid of an image of width x height (MODEL.md §5.1 step 2): if the longest side exceeds
+// max_size, both sides are scaled down and rounded half to even (Python's round); then each side is
+// rounded UP to whole cells of `cell` pixels (patch 14 x merge 2 = 28). 0, or -1 if a side rounds to 0.
+static int image_grid(int width, int height, int max_size, int cell, int *rows, int *cols) {
+    double ratio = fmax(height / (double)max_size, width / (double)max_size), w = width, h = height;
+    if (ratio > 1) {
+        w = nearbyint(width / ratio);   // the default rounding mode: to nearest, ties to even
+        h = nearbyint(height / ratio);
+    }
+    if (w < 1 || h < 1) return -1;
+    *cols = ((int)w - 1) / cell + 1;
+    *rows = ((int)h - 1) / cell + 1;
+    return 0;
+}
+
+// OpenCV's bicubic weights for a tap at fraction t in [0, 1) (interpolateCubic, A = -0.75), in float as
+// OpenCV computes them.
+static void cubic_weights(float t, float w[4]) {
+    const float A = -0.75f;
+    w[0] = ((A * (t + 1) - 5 * A) * (t + 1) + 8 * A) * (t + 1) - 4 * A;
+    w[1] = ((A + 2) * t - (A + 3)) * t * t + 1;
+    w[2] = ((A + 2) * (1 - t) - (A + 3)) * (1 - t) * (1 - t) + 1;
+    w[3] = 1.f - w[0] - w[1] - w[2];
+}
+
+// For each output index d of an axis resized from src to dst samples: the first of its 4 taps and their
+// weights. OpenCV (resize.cpp, resizeGeneric): scale = 1 / (dst / src) in double, f = (float)((d + 0.5) *
+// scale - 0.5), taps floor(f) - 1 .. floor(f) + 2 (clamped to the axis by the caller: replicated border),
+// weights of t = f - floor(f). No antialiasing when shrinking: always 4 taps.
+static void cubic_taps(int src, int dst, int *first, float *weights) {
+    double scale = 1.0 / ((double)dst / src);
+    for (int d = 0; d < dst; d++) {
+        float f = (float)((d + 0.5) * scale - 0.5);
+        int s = (int)floorf(f);
+        first[d] = s - 1;
+        cubic_weights(f - s, weights + 4 * d);
+    }
+}
+
+static int clamp_int(int x, int lo, int hi) { return x < lo ? lo : x > hi ? hi : x; }
+
+// rgb (h, w, 3) 8-bit -> out (3, dh, dw) normalized: the one-step resize of cv2.resize(float32 image,
+// (dw, dh), interpolation=INTER_CUBIC) (horizontal pass, then vertical; float arithmetic; the output
+// is neither rounded nor clamped, so values outside 0..255 happen), then (p / 255 - mean) / std.
+static int resize_normalize(const uint8_t *rgb, int w, int h, int dw, int dh, float *out) {
+    int *xfirst = malloc(dw * sizeof(int)), *yfirst = malloc(dh * sizeof(int)), *slot = malloc(h * sizeof(int));
+    float *xw = malloc(4 * dw * sizeof(float)), *yw = malloc(4 * dh * sizeof(float));
+    if (!xfirst || !yfirst || !slot || !xw || !yw) {
+        free(xfirst); free(yfirst); free(slot); free(xw); free(yw);
+        return fail("out of memory");
+    }
+    cubic_taps(w, dw, xfirst, xw);
+    cubic_taps(h, dh, yfirst, yw);
+    // The horizontal pass is only needed for the source rows some output row reads.
+    int n_slots = 0;
+    for (int y = 0; y < h; y++) slot[y] = -1;
+    for (int d = 0; d < dh; d++)
+        for (int k = 0; k < 4; k++) {
+            int y = clamp_int(yfirst[d] + k, 0, h - 1);
+            if (slot[y] < 0) slot[y] = n_slots++;
+        }
+    float *rows = malloc((size_t)n_slots * dw * 3 * sizeof(float));   // (n_slots, dw, 3)
+    if (!rows) {
+        free(xfirst); free(yfirst); free(slot); free(xw); free(yw);
+        return fail("out of memory");
+    }
+    #pragma omp parallel for schedule(static)
+    for (int y = 0; y < h; y++) {
+        if (slot[y] < 0) continue;
+        const uint8_t *src = rgb + (size_t)y * w * 3;
+        float *dst = rows + (size_t)slot[y] * dw * 3;
+        for (int d = 0; d < dw; d++) {
+            const float *a = xw + 4 * d;
+            int x0 = clamp_int(xfirst[d], 0, w - 1), x1 = clamp_int(xfirst[d] + 1, 0, w - 1),
+                x2 = clamp_int(xfirst[d] + 2, 0, w - 1), x3 = clamp_int(xfirst[d] + 3, 0, w - 1);
+            for (int c = 0; c < 3; c++)
+                dst[d * 3 + c] = (float)src[x0 * 3 + c] * a[0] + (float)src[x1 * 3 + c] * a[1] +
+                                 (float)src[x2 * 3 + c] * a[2] + (float)src[x3 * 3 + c] * a[3];
+        }
+    }
+    #pragma omp parallel for schedule(static)
+    for (int d = 0; d < dh; d++) {
+        const float *b = yw + 4 * d, *r[4];
+        for (int k = 0; k < 4; k++) r[k] = rows + (size_t)slot[clamp_int(yfirst[d] + k, 0, h - 1)] * dw * 3;
+        for (int x = 0; x < dw; x++)
+            for (int c = 0; c < 3; c++) {
+                int i = x * 3 + c;
+                float p = r[0][i] * b[0] + r[1][i] * b[1] + r[2][i] * b[2] + r[3][i] * b[3];
+                out[((size_t)c * dh + d) * dw + x] = (float)((p / 255.0 - CLIP_MEAN[c]) / CLIP_STD[c]);
+            }
+    }
+    free(rows); free(xfirst); free(yfirst); free(slot); free(xw); free(yw);
+    return 0;
+}
+
+// The size in a PNG header (stb_image refuses to read the header of a PNG over 2^30 bytes decoded, so it
+// cannot say how large the image is). 1 if f is a PNG, with the file position restored.
+static int png_size(FILE *f, int *w, int *h) {
+    uint8_t b[24];
+    size_t n = fread(b, 1, sizeof b, f);
+    rewind(f);
+    if (n < 24 || memcmp(b, "\x89PNG\r\n\x1a\n", 8) != 0 || memcmp(b + 12, "IHDR", 4) != 0) return 0;
+    uint32_t width = (uint32_t)b[16] << 24 | b[17] << 16 | b[18] << 8 | b[19];
+    uint32_t height = (uint32_t)b[20] << 24 | b[21] << 16 | b[22] << 8 | b[23];
+    *w = width > INT32_MAX ? INT32_MAX : (int)width;
+    *h = height > INT32_MAX ? INT32_MAX : (int)height;
+    return 1;
+}
+
+// Reads an image file and preprocesses it for the model's encoder. Formats: those of stb_image that
+// Pillow also reads (PNG, JPEG, BMP, GIF: first frame, PNM, TGA). Grey becomes RGB; an alpha channel (or a
+// palette's transparency) is composited on white as mistral-common does (MODEL.md §5.1 step 3). The size is
+// checked from the header before decoding. 0 ok, -1 with a message naming the file.
+static int image_load(Image *img, const char *path, const Config *c) {
+    memset(img, 0, sizeof *img);
+    if (c->num_channels != 3) return fail("the model's vision encoder takes %d channels, not RGB", c->num_channels);
+    FILE *f = fopen(path, "rb");
+    if (!f) return fail("%s: %s", path, strerror(errno));
+    int w, h, channels;
+    int ok = png_size(f, &w, &h) || stbi_info_from_file(f, &w, &h, &channels);
+    fclose(f);
+    if (!ok) return fail("%s: not an image this program reads (PNG, JPEG, BMP, GIF, PNM, TGA): %s", path, stbi_failure_reason());
+    if (w < 1 || h < 1 || w > IMAGE_MAX_SIDE || h > IMAGE_MAX_SIDE || (int64_t)w * h > IMAGE_MAX_PIXELS)
+        return fail("%s: image is %dx%d; at most %d pixels a side and %d megapixels are accepted", path, w, h,
+                    IMAGE_MAX_SIDE, IMAGE_MAX_PIXELS >> 20);
+    int cell = c->patch_size * c->spatial_merge_size;
+    if (image_grid(w, h, c->max_image_size, cell, &img->rows, &img->cols))
+        return fail("%s: image is %dx%d: too thin, a side would be scaled to 0 pixels", path, w, h);
+    uint8_t *data = stbi_load(path, &w, &h, &channels, 0);
+    if (!data) return fail("%s: cannot decode: %s", path, stbi_failure_reason());
+
+    // to 8-bit RGB: out = floor((src·a + 255·(255 − a)) / 255 + 0.5), as integers (Pillow's paste on white)
+    uint8_t *rgb = malloc((size_t)w * h * 3);
+    if (!rgb) { stbi_image_free(data); return fail("out of memory"); }
+    for (size_t i = 0; i < (size_t)w * h; i++) {
+        const uint8_t *p = data + i * channels;
+        int a = channels == 2 ? p[1] : channels == 4 ? p[3] : 255;
+        for (int k = 0; k < 3; k++) {
+            int v = channels <= 2 ? p[0] : p[k];
+            rgb[i * 3 + k] = (uint8_t)((2 * (v * a + 255 * (255 - a)) + 255) / 510);
+        }
+    }
+    stbi_image_free(data);
+    img->width = w, img->height = h;
+    img->pixel_rows = img->rows * cell, img->pixel_cols = img->cols * cell;
+    img->pixels = malloc((size_t)3 * img->pixel_rows * img->pixel_cols * sizeof(float));
+    int rc = img->pixels ? resize_normalize(rgb, w, h, img->pixel_cols, img->pixel_rows, img->pixels)
+                         : fail("out of memory");
+    free(rgb);
+    if (rc) image_free(img);
+    return rc;
+}
+
+// ----------------------------------------------------------------------------
+// vision: attention within one image (every patch attends to every patch of the same image, no mask)
+
+// The readable definition. q, k, v: (n, heads * hd) after RoPE -> out: (n, heads * hd).
+static void vision_attention_scalar(const float *q, const float *k, const float *v, float *out, int n, int heads,
+                                    int hd) {
+    int dim = heads * hd;
+    float scale = 1.0f / sqrtf((float)hd);
+    #pragma omp parallel
+    {
+        float *scores = malloc((size_t)n * sizeof(float));
+        #pragma omp for collapse(2) schedule(dynamic, 16)
+        for (int t = 0; t < n; t++) {
+            for (int a = 0; a < heads; a++) {
+                const float *qt = q + (size_t)t * dim + a * hd;
+                for (int j = 0; j < n; j++) {
+                    const float *kj = k + (size_t)j * dim + a * hd;
+                    float dot = 0.0f;
+                    for (int i = 0; i < hd; i++) dot += qt[i] * kj[i];
+                    scores[j] = dot * scale;
+                }
+                softmax(scores, n);
+                float *o = out + (size_t)t * dim + a * hd;
+                memset(o, 0, hd * sizeof(float));
+                for (int j = 0; j < n; j++) {
+                    const float *vj = v + (size_t)j * dim + a * hd;
+                    for (int i = 0; i < hd; i++) o[i] += scores[j] * vj[i];
+                }
+            }
+        }
+        free(scores);
+    }
+}
+
+#ifdef VISION_AVX512
+// The same with AVX-512, flash-attention style: a task is one head and a block of 64 queries; it streams
+// the keys in blocks of 64, keeps a running max and sum of each query's softmax and rescales its output
+// when the max grows, so no n x n matrix is ever stored (an image of 12,100 patches would need 585 MB per
+// head). Scores and outputs are computed in register tiles of 8 queries x 32 keys or dimensions. Needs
+// hd % 32 == 0 (Pixtral: 64).
+#define ATT_QB 64      // queries per task
+#define ATT_KB 64      // keys per block
+#define ATT_QT 8       // queries per register tile
+
+// e^x, 16 lanes, for x <= 0 (a score minus its row's max): 2^k · e^r with k = round(x·log2 e) and |r| <=
+// ln(2)/2, e^r by Cephes' expf polynomial, within 2 ulp of expf. x < -80 gives 0 (below 2e-35, it cannot
+// change a sum that is >= 1, and it keeps denormals out of the products).
+__attribute__((target("avx512f"))) static inline __m512 exp_avx512(__m512 x) {
+    __mmask16 keep = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-80.0f), _CMP_GE_OQ);
+    x = _mm512_max_ps(x, _mm512_set1_ps(-80.0f));
+    __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693359375f), x);       // ln 2 in two parts
+    r = _mm512_fnmadd_ps(k, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_maskz_mov_ps(keep, _mm512_scalef_ps(p, k));
+}
+
+// One task: queries q (ATT_QB, hd), already scaled by 1/sqrt(hd), rows >= nq zero; keys kt (hd, n_pad)
+// transposed and values v (n_pad, hd) of one head, zero past n. Output rows (nq, hd), row stride out_stride.
+// Scratch: o (ATT_QB, hd), p (ATT_QT, ATT_KB).
+__attribute__((target("avx512f"))) static void attention_task_avx512(const float *q, int nq, const float *kt,
+                                                                     const float *v, int n, int n_pad, int hd,
+                                                                     float *out, int out_stride, float *o, float *p) {
+    float row_max[ATT_QB], row_sum[ATT_QB];
+    for (int i = 0; i < ATT_QB; i++) row_max[i] = -INFINITY, row_sum[i] = 0.0f;
+    memset(o, 0, (size_t)ATT_QB * hd * sizeof(float));
+    for (int j0 = 0; j0 < n_pad; j0 += ATT_KB) {
+        for (int t0 = 0; t0 < nq; t0 += ATT_QT) {
+            const float *qt = q + (size_t)t0 * hd;
+            // scores p (8, 64) = q[t0..t0+8) · k[j0..j0+64), as two tiles of 8 x 32
+            for (int jj = 0; jj < ATT_KB; jj += 32) {
+                __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0,
+                       b0 = a0, b1 = a0, b2 = a0, b3 = a0, b4 = a0, b5 = a0, b6 = a0, b7 = a0;
+                const float *kd = kt + j0 + jj;
+                for (int d = 0; d < hd; d++, kd += n_pad) {
+                    __m512 k0 = _mm512_loadu_ps(kd), k1 = _mm512_loadu_ps(kd + 16), x;
+#define ATT_ROW(i) x = _mm512_set1_ps(qt[(i) * hd + d]); a##i = _mm512_fmadd_ps(x, k0, a##i); b##i = _mm512_fmadd_ps(x, k1, b##i);
+                    ATT_ROW(0) ATT_ROW(1) ATT_ROW(2) ATT_ROW(3) ATT_ROW(4) ATT_ROW(5) ATT_ROW(6) ATT_ROW(7)
+#undef ATT_ROW
+                }
+#define ATT_STORE(i) _mm512_storeu_ps(p + (i) * ATT_KB + jj, a##i); _mm512_storeu_ps(p + (i) * ATT_KB + jj + 16, b##i);
+                ATT_STORE(0) ATT_STORE(1) ATT_STORE(2) ATT_STORE(3) ATT_STORE(4) ATT_STORE(5) ATT_STORE(6) ATT_STORE(7)
+#undef ATT_STORE
+            }
+            // online softmax: new max, rescale factor of what was summed so far, p = e^(score - max)
+            float rescale[ATT_QT];
+            int valid = n - j0 < ATT_KB ? n - j0 : ATT_KB;   // keys past n are padding
+            for (int i = 0; i < ATT_QT; i++) {
+                float *pi = p + i * ATT_KB;
+                for (int j = valid; j < ATT_KB; j++) pi[j] = -INFINITY;
+                __m512 m = _mm512_max_ps(_mm512_max_ps(_mm512_loadu_ps(pi), _mm512_loadu_ps(pi + 16)),
+                                         _mm512_max_ps(_mm512_loadu_ps(pi + 32), _mm512_loadu_ps(pi + 48)));
+                float old = row_max[t0 + i], now = fmaxf(old, _mm512_reduce_max_ps(m));
+                rescale[i] = expf(old - now);   // 0 on the first block (old = -inf)
+                row_max[t0 + i] = now;
+                __m512 sum = _mm512_setzero_ps(), mx = _mm512_set1_ps(now);
+                for (int j = 0; j < ATT_KB; j += 16) {
+                    __m512 e = exp_avx512(_mm512_sub_ps(_mm512_loadu_ps(pi + j), mx));
+                    _mm512_storeu_ps(pi + j, e);
+                    sum = _mm512_add_ps(sum, e);
+                }
+                row_sum[t0 + i] = row_sum[t0 + i] * rescale[i] + _mm512_reduce_add_ps(sum);
+            }
+            // o[t0..t0+8) = o · rescale + p · v[j0..j0+64), as tiles of 8 x 32 dimensions
+            for (int dd = 0; dd < hd; dd += 32) {
+                float *ot = o + (size_t)t0 * hd + dd;
+                __m512 a0, a1, a2, a3, a4, a5, a6, a7, b0, b1, b2, b3, b4, b5, b6, b7;
+#define ATT_LOAD(i) a##i = _mm512_mul_ps(_mm512_loadu_ps(ot + (i) * hd), _mm512_set1_ps(rescale[i])); \
+                    b##i = _mm512_mul_ps(_mm512_loadu_ps(ot + (i) * hd + 16), _mm512_set1_ps(rescale[i]));
+                ATT_LOAD(0) ATT_LOAD(1) ATT_LOAD(2) ATT_LOAD(3) ATT_LOAD(4) ATT_LOAD(5) ATT_LOAD(6) ATT_LOAD(7)
+#undef ATT_LOAD
+                const float *vj = v + (size_t)j0 * hd + dd;
+                for (int j = 0; j < ATT_KB; j++, vj += hd) {
+                    __m512 v0 = _mm512_loadu_ps(vj), v1 = _mm512_loadu_ps(vj + 16), x;
+#define ATT_ROW(i) x = _mm512_set1_ps(p[(i) * ATT_KB + j]); a##i = _mm512_fmadd_ps(x, v0, a##i); b##i = _mm512_fmadd_ps(x, v1, b##i);
+                    ATT_ROW(0) ATT_ROW(1) ATT_ROW(2) ATT_ROW(3) ATT_ROW(4) ATT_ROW(5) ATT_ROW(6) ATT_ROW(7)
+#undef ATT_ROW
+                }
+#define ATT_STORE(i) _mm512_storeu_ps(ot + (i) * hd, a##i); _mm512_storeu_ps(ot + (i) * hd + 16, b##i);
+                ATT_STORE(0) ATT_STORE(1) ATT_STORE(2) ATT_STORE(3) ATT_STORE(4) ATT_STORE(5) ATT_STORE(6) ATT_STORE(7)
+#undef ATT_STORE
+            }
+        }
+    }
+    for (int t = 0; t < nq; t++)
+        for (int i = 0; i < hd; i++) out[(size_t)t * out_stride + i] = o[(size_t)t * hd + i] / row_sum[t];
+}
+
+// Lays out each head's keys transposed and its values contiguous, then runs the tasks on all threads.
+// 0 ok, -1 out of memory (the caller then uses the scalar version).
+static int vision_attention_avx512(const float *q, const float *k, const float *v, float *out, int n, int heads,
+                                   int hd) {
+    int dim = heads * hd, n_pad = (n + ATT_KB - 1) / ATT_KB * ATT_KB, blocks = (n + ATT_QB - 1) / ATT_QB;
+    float *kt = calloc((size_t)heads * hd * n_pad, sizeof(float));   // (heads, hd, n_pad)
+    float *vh = calloc((size_t)heads * n_pad * hd, sizeof(float));   // (heads, n_pad, hd)
+    if (!kt || !vh) { free(kt); free(vh); return -1; }
+    #pragma omp parallel for schedule(static)
+    for (int a = 0; a < heads; a++)
+        for (int j = 0; j < n; j++)
+            for (int i = 0; i < hd; i++) {
+                kt[((size_t)a * hd + i) * n_pad + j] = k[(size_t)j * dim + a * hd + i];
+                vh[((size_t)a * n_pad + j) * hd + i] = v[(size_t)j * dim + a * hd + i];
+            }
+    float scale = 1.0f / sqrtf((float)hd);
+    int failed = 0;
+    #pragma omp parallel
+    {
+        float *qb = malloc((size_t)ATT_QB * hd * sizeof(float)), *o = malloc((size_t)ATT_QB * hd * sizeof(float)),
+              *p = malloc((size_t)ATT_QT * ATT_KB * sizeof(float));
+        if (!qb || !o || !p) {
+            #pragma omp atomic write
+            failed = 1;
+        }
+        #pragma omp for collapse(2) schedule(dynamic, 1)
+        for (int a = 0; a < heads; a++) {
+            for (int b = 0; b < blocks; b++) {
+                if (!qb || !o || !p) continue;
+                int t0 = b * ATT_QB, nq = n - t0 < ATT_QB ? n - t0 : ATT_QB;
+                for (int t = 0; t < ATT_QB; t++)
+                    for (int i = 0; i < hd; i++) qb[t * hd + i] = t < nq ? q[(size_t)(t0 + t) * dim + a * hd + i] * scale : 0;
+                attention_task_avx512(qb, nq, kt + (size_t)a * hd * n_pad, vh + (size_t)a * n_pad * hd, n, n_pad, hd,
+                                      out + (size_t)t0 * dim + a * hd, dim, o, p);
+            }
+        }
+        free(qb); free(o); free(p);
+    }
+    free(kt);
+    free(vh);
+    return failed ? -1 : 0;
+}
+#endif
+
+// Attention over all n patches of one image, per head (q, k, v, out: (n, heads * hd)): the AVX-512
+// kernel where the CPU has it, else the scalar definition.
+static void vision_attention(const float *q, const float *k, const float *v, float *out, int n, int heads, int hd) {
+#ifdef VISION_AVX512
+    if (hd % 32 == 0 && __builtin_cpu_supports("avx512f") && vision_attention_avx512(q, k, v, out, n, heads, hd) == 0)
+        return;
+#endif
+    vision_attention_scalar(q, k, v, out, n, heads, hd);
+}
+
+// ----------------------------------------------------------------------------
+// vision: the Pixtral encoder and the projector (MODEL.md §5.2, §5.3)
+
+static double vision_clock(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+// matmul (run.c) over at most VISION_BATCH patches at a time (the activations of a batch stay in cache
+// while the weights stream past), counting the floating-point operations.
+#define VISION_BATCH 1024
+static void vision_matmul(float *out, const float *x, int n, const Tensor *w, double *flops) {
+    for (int t0 = 0; t0 < n; t0 += VISION_BATCH)
+        matmul(out + (size_t)t0 * w->rows, x + (size_t)t0 * w->cols, n - t0 < VISION_BATCH ? n - t0 : VISION_BATCH, w);
+    *flops += 2.0 * n * w->rows * w->cols;
+}
+
+static void rmsnorm_rows(float *y, const float *x, const float *w, int n, int dim, float eps) {
+    #pragma omp parallel for schedule(static)
+    for (int t = 0; t < n; t++) rmsnorm(y + (size_t)t * dim, x + (size_t)t * dim, w, dim, eps);
+}
+
+static float gelu(float x) { return (float)(0.5 * x * (1.0 + erf(x / sqrt(2.0)))); }   // exact, not tanh
+
+// The Pixtral encoder (MODEL.md §5.2): pixels (3, H, W) -> features x (n, D) of the n = H/14 · W/14
+// patches, row-major, after the last layer (no final norm). The patches go through each matmul as a batch
+// (of up to VISION_BATCH). flops accumulates the work done. 0 ok, -1 out of memory.
+static int vision_encoder(const Model *m, const Image *img, float *x, double *flops) {
+    const Config *c = &m->config;
+    const VisionWeights *w = &m->weights.vision;
+    int P = c->patch_size, D = c->vision_dim, heads = c->vision_heads, hd = c->vision_head_dim, F = c->vision_hidden_dim;
+    int rows_p = img->pixel_rows / P, cols_p = img->pixel_cols / P, n = rows_p * cols_p, conv = w->patch_conv.cols;
+    int chunk = n < VISION_BATCH ? n : VISION_BATCH;  // patches per feed-forward step, which bounds hb and hb2
+    if (heads * hd != D || hd > 1024)   // Pixtral: D = heads x head_dim (16 x 64)
+        return fail("vision encoder: %d heads x %d does not make its width %d", heads, hd, D);
+    size_t nd = (size_t)n * D;
+    float *xb = malloc(nd * sizeof(float)), *q = malloc(nd * sizeof(float)), *k = malloc(nd * sizeof(float)),
+          *v = malloc(nd * sizeof(float)), *att = malloc(nd * sizeof(float)),
+          *hb = malloc((size_t)chunk * F * sizeof(float)), *hb2 = malloc((size_t)chunk * F * sizeof(float)),
+          *patches = calloc((size_t)n * conv, sizeof(float)),
+          *rope_cos = malloc((size_t)n * hd / 2 * sizeof(float)), *rope_sin = malloc((size_t)n * hd / 2 * sizeof(float));
+    int rc = xb && q && k && v && att && hb && hb2 && patches && rope_cos && rope_sin ? 0 : fail("out of memory");
+    if (rc) goto done;
+
+    // patch_conv (stride = kernel = 14, no bias) as one matmul: patch (py, px) as a row of 588 values,
+    // [c·196 + ky·14 + kx] = pixel (c, 14·py + ky, 14·px + kx)
+    #pragma omp parallel for schedule(static)
+    for (int t = 0; t < n; t++) {
+        int py = t / cols_p, px = t % cols_p;
+        for (int ch = 0; ch < 3; ch++)
+            for (int ky = 0; ky < P; ky++)
+                memcpy(patches + (size_t)t * conv + (ch * P + ky) * P,
+                       img->pixels + ((size_t)ch * img->pixel_rows + py * P + ky) * img->pixel_cols + px * P,
+                       P * sizeof(float));
+    }
+    vision_matmul(xb, patches, n, &w->patch_conv, flops);
+    rmsnorm_rows(x, xb, w->ln_pre, n, D, c->vision_norm_eps);
+
+    // 2D RoPE angles of each patch: pairs 0..hd/4-1 turn with the row py at the even-indexed frequencies,
+    // pairs hd/4..hd/2-1 with the column px at the odd-indexed ones; fp32 as the reference forms them.
+    float freqs[512];
+    for (int i = 0; i < hd / 2; i++)
+        freqs[i] = (float)(1.0 / (float)pow(c->vision_rope_theta, (double)((float)(2 * i) / (float)hd)));
+    for (int t = 0; t < n; t++) {
+        int py = t / cols_p, px = t % cols_p;
+        for (int i = 0; i < hd / 2; i++) {
+            float angle = i < hd / 4 ? (float)py * freqs[2 * i] : (float)px * freqs[2 * (i - hd / 4) + 1];
+            rope_cos[(size_t)t * hd / 2 + i] = (float)cos((double)angle);
+            rope_sin[(size_t)t * hd / 2 + i] = (float)sin((double)angle);
+        }
+    }
+
+    for (int l = 0; l < c->vision_layers; l++) {
+        const LayerWeights *lw = &w->layers[l];
+        // attention: x = x + wo(attention(rope(wq(h)), rope(wk(h)), wv(h))), h = rmsnorm(x)
+        rmsnorm_rows(xb, x, lw->attention_norm, n, D, c->vision_norm_eps);
+        vision_matmul(q, xb, n, &lw->wq, flops);
+        vision_matmul(k, xb, n, &lw->wk, flops);
+        vision_matmul(v, xb, n, &lw->wv, flops);
+        #pragma omp parallel for schedule(static)
+        for (int t = 0; t < n; t++) {
+            const float *cos_a = rope_cos + (size_t)t * hd / 2, *sin_a = rope_sin + (size_t)t * hd / 2;
+            for (int a = 0; a < heads; a++) {
+                rope_rotate(q + (size_t)t * D + a * hd, cos_a, sin_a, hd);
+                rope_rotate(k + (size_t)t * D + a * hd, cos_a, sin_a, hd);
+            }
+        }
+        vision_attention(q, k, v, att, n, heads, hd);
+        *flops += 4.0 * n * n * hd * heads;
+        vision_matmul(xb, att, n, &lw->wo, flops);
+        #pragma omp parallel for schedule(static)
+        for (size_t i = 0; i < nd; i++) x[i] += xb[i];
+
+        // feed-forward: x = x + w2(silu(w1(h)) * w3(h)), h = rmsnorm(x), a chunk of patches at a time
+        rmsnorm_rows(xb, x, lw->ffn_norm, n, D, c->vision_norm_eps);
+        for (int t0 = 0; t0 < n; t0 += chunk) {
+            int b = n - t0 < chunk ? n - t0 : chunk;
+            vision_matmul(hb, xb + (size_t)t0 * D, b, &lw->w1, flops);
+            vision_matmul(hb2, xb + (size_t)t0 * D, b, &lw->w3, flops);
+            #pragma omp parallel for schedule(static)
+            for (size_t i = 0; i < (size_t)b * F; i++) hb[i] = silu(hb[i]) * hb2[i];
+            vision_matmul(att, hb, b, &lw->w2, flops);   // att as scratch (b, D)
+            #pragma omp parallel for schedule(static)
+            for (size_t i = 0; i < (size_t)b * D; i++) x[(size_t)t0 * D + i] += att[i];
+        }
+    }
+done:
+    free(xb); free(q); free(k); free(v); free(att); free(hb); free(hb2); free(patches);
+    free(rope_cos); free(rope_sin);
+    return rc;
+}
+
+// The projector (MODEL.md §5.3): encoder features x (n, D) -> out (rows * cols, dim), one row per [IMG]
+// token. z = rmsnorm(x); each 2x2 block of patches becomes one vector, channel-major
+// (u[c·4 + ki·2 + kj] = z[patch (2R+ki, 2C+kj)][c]); out = w_out(gelu(w_in(merging(u)))). 0 ok, -1 out of memory.
+static int vision_project(const Model *m, const Image *img, const float *x, float *out, double *flops) {
+    const Config *c = &m->config;
+    const VisionWeights *w = &m->weights.vision;
+    int D = c->vision_dim, merge = c->spatial_merge_size, mm = merge * merge, cols_p = img->pixel_cols / c->patch_size;
+    int n = img->pixel_rows / c->patch_size * cols_p, rows = img->rows, cols = img->cols, tokens = rows * cols;
+    float *z = malloc((size_t)n * D * sizeof(float)), *u = malloc((size_t)tokens * D * mm * sizeof(float)),
+          *merged = malloc((size_t)tokens * D * sizeof(float)), *hidden = malloc((size_t)tokens * c->dim * sizeof(float));
+    int rc = z && u && merged && hidden ? 0 : fail("out of memory");
+    if (rc == 0) {
+        rmsnorm_rows(z, x, w->pre_mm_norm, n, D, c->vision_norm_eps);
+        #pragma omp parallel for schedule(static)
+        for (int r = 0; r < tokens; r++) {
+            int R = r / cols, C = r % cols;
+            for (int ki = 0; ki < merge; ki++)
+                for (int kj = 0; kj < merge; kj++) {
+                    const float *zp = z + ((size_t)(merge * R + ki) * cols_p + merge * C + kj) * D;
+                    for (int ch = 0; ch < D; ch++) u[(size_t)r * D * mm + ch * mm + ki * merge + kj] = zp[ch];
+                }
+        }
+        vision_matmul(merged, u, tokens, &w->merging, flops);
+        vision_matmul(hidden, merged, tokens, &w->w_in, flops);
+        #pragma omp parallel for schedule(static)
+        for (size_t i = 0; i < (size_t)tokens * c->dim; i++) hidden[i] = gelu(hidden[i]);
+        vision_matmul(out, hidden, tokens, &w->w_out, flops);
+    }
+    free(z); free(u); free(merged); free(hidden);
+    return rc;
+}
+
+// Preprocessed image -> its [IMG] embeddings, out: (rows * cols, dim), merged grid row by row. Prints
+// "vision: N patches, X s, Y GFLOP/s" on stderr (the FLOPs of every matmul and of attention). 0 ok, -1 out of memory.
+static int vision_encode(const Model *m, const Image *img, float *out) {
+    int n = img->pixel_rows / m->config.patch_size * (img->pixel_cols / m->config.patch_size);
+    double start = vision_clock(), flops = 0;
+    float *features = malloc((size_t)n * m->config.vision_dim * sizeof(float));
+    int rc = features ? vision_encoder(m, img, features, &flops) : fail("out of memory");
+    if (rc == 0) rc = vision_project(m, img, features, out, &flops);
+    free(features);
+    double seconds = vision_clock() - start;
+    if (rc == 0)
+        fprintf(stderr, "vision: %d patches, %.2f s, %.1f GFLOP/s\n", n, seconds, flops / 1e9 / (seconds > 0 ? seconds : 1e-9));
+    return rc;
+}
+
+// An image's [IMG] embeddings, ready to be fed.
+typedef struct {
+    int rows, cols;              // token grid
+    float *embeddings;           // (rows * cols, dim)
+} ImageEmbeddings;
+
+static void image_embeddings_free(ImageEmbeddings *e) {
+    free(e->embeddings);
+    e->embeddings = NULL;
+}
+
+// Loads, preprocesses and encodes one image file. 0 ok, -1 with a message naming the file.
+static int encode_image_file(const Model *m, const char *path, ImageEmbeddings *out) {
+    memset(out, 0, sizeof *out);
+    if (m->config.vision_layers == 0) return fail("%s: this model file has no vision encoder", path);
+    Image img;
+    if (image_load(&img, path, &m->config)) return -1;
+    out->rows = img.rows, out->cols = img.cols;
+    out->embeddings = malloc((size_t)img.rows * img.cols * m->config.dim * sizeof(float));
+    int rc = out->embeddings ? vision_encode(m, &img, out->embeddings) : fail("out of memory");
+    image_free(&img);
+    if (rc) image_embeddings_free(out);
+    return rc;
+}
