@@ -37,10 +37,10 @@ tests/bench: tests/bench.c model.h
 
 # speed on a synthetic model of the real shapes (made once under weights/), see tests/bench.sh
 bench: all tools tests/bench
-	sh tests/bench.sh weights/synthetic-24b-q4.bin 40 24
+	sh tests/bench.sh weights/synthetic-24b-q4.bin 40 24 "1024 768" "1540 1540"
 
 bench-small: all tools tests/bench
-	sh tests/bench.sh weights/synthetic-4l-q4.bin 4 2
+	sh tests/bench.sh weights/synthetic-small-q4.bin 4 2 "1024 768"
 
 test: all tools
 	@test -n "$(PYTHON)" || { echo "make test: no python3 with numpy found (apt-get install python3-numpy python3-pil python3-opencv)"; exit 1; }

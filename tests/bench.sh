@@ -2,7 +2,8 @@
 # make bench / make bench-small: our speed on a synthetic model with Mistral Small 3.1's shapes, next to
 # this machine's yardsticks measured in the same run (read bandwidth, fp32 FMA peak).
 #
-#   tests/bench.sh MODEL_FILE LAYERS VISION_LAYERS   (THREADS=N to choose the thread count; default: physical cores)
+#   tests/bench.sh MODEL_FILE LAYERS VISION_LAYERS "W H" ...   (image sizes to encode; THREADS=N to choose
+#                                                              the thread count, default: physical cores)
 #
 # The model file is made once by export/synthetic and kept under weights/. Prints the measurements,
 # then exactly one summary line:
@@ -11,6 +12,7 @@ set -eu
 model=$1
 layers=$2
 vision_layers=$3
+shift 3
 cores=$( (lscpu -p=CORE,SOCKET 2>/dev/null | grep -v '^#' | sort -u | wc -l) || sysctl -n hw.physicalcpu)
 threads=${THREADS:-$cores}
 
@@ -34,9 +36,9 @@ decode_gb_s=$(awk "BEGIN { printf \"%.1f\", $bytes_per_token * $decode / 1e9 }")
 echo "decode reads $(awk "BEGIN { printf \"%.2f\", $bytes_per_token / 1e9 }") GB of weights per token:" \
      "$decode_gb_s GB/s = $(awk "BEGIN { printf \"%.2f\", $decode_gb_s / $mem_bw }") x the read bandwidth"
 
-# the vision encoder, when the model has one: a 1024x768 and a 1540x1540 image
+# the vision encoder, when the model has one, on the image sizes given
 image=$(mktemp --suffix=.ppm)
-for size in "1024 768" "1540 1540"; do
+for size in "$@"; do
     tests/bench image $size "$image"
     if ./run "$model" -i "$image" --dump-image-embeddings /dev/null -t "$threads" > /dev/null 2> "$stats"; then
         echo "vision $size: $(grep '^vision:' "$stats") (fp32 peak $peak_flops GFLOP/s)"
