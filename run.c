@@ -788,10 +788,11 @@ int decoder_flush(TokenDecoder *d, char *out) {
 // neural net blocks; matmul is where the time goes
 
 // matmul multiplies a batch of activation vectors by a weight matrix as the file stores it. The plain C
-// kernels below ("scalar") are its definition. Faster kernels for x86 (AVX2, AVX-512, AVX-512 VNNI) and arm64
-// (NEON, NEON with the dot-product instructions) compute the same sums in the same order; one set is chosen
-// once from the CPU's features (kernels_for_cpu) and tests/test_kernels.py checks each against the scalar
-// one. x86 kernels are compiled with __attribute__((target)), so a plain -O2 build runs on any x86-64.
+// kernels below ("scalar") are its definition. Faster kernels for x86 (AVX2, AVX-512, AVX-512 VNNI, AMX
+// tiles) and arm64 (NEON, NEON with the dot-product instructions) compute the same sums in the same order;
+// one set is chosen once from the CPU's features (kernels_for_cpu, or --kernels) and tests/test_kernels.py
+// checks each against the scalar one. x86 kernels are compiled with __attribute__((target)), so a plain -O2
+// build runs on any x86-64. Attention's dot products and activation quantization are in the sets too.
 //
 // q8 and q4 weights are multiplied with activations quantized to int8 blocks of 32 (QuantizedActs), as
 // integer dot products. The weights are stored in groups of 16 rows whose 64-byte lines hold 4 consecutive
@@ -837,19 +838,22 @@ static void dequantize_row(const Tensor *w, int row, float *out) {
 // Activations quantized for the q8 and q4 kernels (quant.h's quantize_activation_block), token by token.
 typedef struct {
     int cols;                    // values per token
-    int8_t *q;                   // (n, cols) levels, each token's in a row of its own
-    float *d;                    // (n, cols / 32) scale of each block
+    int8_t *q;                   // (n, cols) levels, each token's in a row of its own, xstride bytes apart
+    float *d;                    // (n, cols / 32) scale of each block; rows bstride apart
     float *dsum;                 // (n, cols / 32) d · Σ levels of the block: what q4's minimums multiply
     int32_t *sum;                // (n, cols / 32) Σ levels (x86 VNNI q8 adds 128 to make the weights unsigned)
+    int xstride, bstride;        // cols + 64 and cols/32 + 16: rows a power of two apart would all map to the
+                                 // same few cache sets, and a tile reads 8 or 16 of them at once
 } QuantizedActs;
 
-
-// A tile: the 16 rows of one group times nt tokens (nt = 1, 2, 4 or 8), over nb blocks (q8: 32 columns,
-// q4: 256). The kernels keep a tile's sums in registers.
+// A tile: the 16 rows of one group times nt tokens (nt = 1, 2, 4, 8, or 16 for AMX), over nb blocks (q8: 32
+// columns, q4: 256). The kernels keep a tile's sums in registers.
 typedef struct {
     const void *w;               // the group's first block: BlockQ8x16 or BlockQ4x16
     int nb;
-    const float *scales;         // q4: 256 floats per block from the kernel set's q4_scales
+    const float *scales;         // q4: 256 floats per block from the kernel set's q4_scales (NULL: the kernel
+                                 // makes them itself, if the set's q4_own_scales)
+    const uint8_t *levels;       // q4 with AMX: each block's levels unpacked by q4_levels (4096 bytes), or NULL
     const int8_t *xq;            // levels of token 0 from the first block's columns; token t at + t·xstride
     const float *dx, *dsum;      // token 0's scales and d·Σ from the first block; token t at + t·bstride
     const int32_t *sum;          // token 0's Σ levels, likewise
@@ -873,6 +877,9 @@ typedef void ScoresKernel(const float *q, int nq, int d, const float *keys, size
                           float *s, size_t ld);
 typedef void MixKernel(const float *p, size_t ld, int nq, int d, const float *values, size_t stride, int len,
                        float *out);
+// A q4 group block's levels as bytes, sub-block j's 8 lines (16 rows x 4) at out + 512j: low nibbles as
+// they are, high nibbles times 16 (as the VNNI kernel uses them; q4_odd = 1/16).
+typedef void Q4LevelsKernel(const BlockQ4x16 *blk, uint8_t *out);
 // nb blocks of 32 activations x -> their levels q (32 each), scales d and sums of levels, exactly as
 // quant.h's quantize_activation_block (the SIMD versions do the same IEEE operations).
 typedef void QuantizeKernel(const float *x, int nb, int8_t *q, float *d, int32_t *sum);
@@ -886,6 +893,9 @@ typedef struct {
     ScoresKernel *scores;
     MixKernel *mix;
     QuantizeKernel *quantize;
+    int max_tile;                // tokens per tile: 8, or 16 (AMX)
+    int q4_own_scales;           // its q4 kernel makes each block's scales itself when the tile has none
+    Q4LevelsKernel *q4_levels;   // AMX: unpacks a q4 block's levels for tiles of 16 tokens; else NULL
 } Kernels;
 
 static inline int32_t load_i32(const int8_t *p) { int32_t v; memcpy(&v, p, 4); return v; }
@@ -893,8 +903,8 @@ static inline int32_t load_i32(const int8_t *p) { int32_t v; memcpy(&v, p, 4); r
 // Token t of x into a (its d·Σ from the kernel's scales and sums).
 static void quantize_token(const Kernels *k, const QuantizedActs *a, int t, const float *x) {
     int nb = a->cols / QK8;
-    size_t first = (size_t)t * nb;
-    k->quantize(x, nb, a->q + (size_t)t * a->cols, a->d + first, a->sum + first);
+    size_t first = (size_t)t * a->bstride;
+    k->quantize(x, nb, a->q + (size_t)t * a->xstride, a->d + first, a->sum + first);
     for (int b = 0; b < nb; b++) a->dsum[first + b] = a->d[first + b] * (float)a->sum[first + b];
 }
 
@@ -903,6 +913,7 @@ static void quantize_token(const Kernels *k, const QuantizedActs *a, int t, cons
 // one as they use a line (i = 0..7 of the block's part k), and a ninth per eight (a q4 block is 36 lines, a
 // q8 one 8.5): spread out, not in bursts, which would stall the loads waiting for fill buffers. With ahead
 // = 0 they touch lines in cache: cheaper than a branch.
+#define PREFETCH_AHEAD 8192  // bytes; anything from 4 to 16 KiB does about as well
 static inline void prefetch_lines(const void *block, int ahead, int k, int i) {
     const char *line = (const char *)block + ahead + 64 * (9 * k + i);
     __builtin_prefetch(line, 0, 2);
@@ -924,48 +935,65 @@ static void q4_scales_scalar(const BlockQ4x16 *blk, float odd, float *out) {
 }
 
 // Line 8k + i of a q4 group block holds weights 4i..4i+3 of sub-block 2k (low nibbles) and of sub-block
-// 2k+1 (high nibbles) of each row, so sub-block j is in lines 8(j/2) .. 8(j/2)+7.
+// 2k+1 (high nibbles) of each of the 16 rows, so sub-block j is in lines 8(j/2) .. 8(j/2)+7. Byte e of a
+// line meets activation e % 4 of the line's 4, which xs repeats 16 times; the products add up in part[e]
+// (at most 8·15·127: 16 bits hold it), row r's sum is part[4r .. 4r+3]. Plain loops over whole lines, which
+// compilers turn into SIMD code.
 static void q4_tile_scalar(const Tile *p, int nt) {
     for (int t = 0; t < nt; t++) {
         const int8_t *xq = p->xq + (size_t)t * p->xstride;
         const float *dx = p->dx + (size_t)t * p->bstride, *dsum = p->dsum + (size_t)t * p->bstride;
-        for (int r = 0; r < QROWS; r++) {
-            float acc = p->load ? p->out[(size_t)t * p->ostride + r] : 0.0f;
-            for (int b = 0; b < p->nb; b++) {
-                const BlockQ4x16 *blk = (const BlockQ4x16 *)p->w + b;
-                const float *sc = p->scales + 256 * b, *mn = sc + 128;
-                for (int j = 0; j < 8; j++) {
-                    int32_t isum = 0;
-                    for (int line = 0; line < 8; line++)
-                        for (int i = 0; i < 4; i++) {
-                            int q = (blk->qs[64 * (8 * (j / 2) + line) + 4 * r + i] >> 4 * (j % 2)) & 15;
-                            isum += q * xq[QK4 * b + 32 * j + 4 * line + i];
-                        }
-                    acc += (float)isum * (sc[16 * j + r] * dx[8 * b + j]);
-                    acc -= mn[16 * j + r] * dsum[8 * b + j];
+        float *out = p->out + (size_t)t * p->ostride, acc[QROWS];
+        for (int r = 0; r < QROWS; r++) acc[r] = p->load ? out[r] : 0.0f;
+        for (int b = 0; b < p->nb; b++) {
+            const BlockQ4x16 *blk = (const BlockQ4x16 *)p->w + b;
+            const float *sc = p->scales + 256 * b, *mn = sc + 128;
+            for (int j = 0; j < 8; j++) {
+                int16_t part[64] = {0};
+                int shift = 4 * (j % 2);
+                for (int line = 0; line < 8; line++) {
+                    const uint8_t *q = blk->qs + 64 * (8 * (j / 2) + line);
+                    int32_t x4, xs[16];
+                    memcpy(&x4, xq + QK4 * b + 32 * j + 4 * line, 4);
+                    for (int e = 0; e < 16; e++) xs[e] = x4;
+                    const int8_t *x = (const int8_t *)xs;
+                    for (int e = 0; e < 64; e++) part[e] += ((q[e] >> shift) & 15) * x[e];
+                }
+                for (int r = 0; r < QROWS; r++) {
+                    int32_t isum = part[4 * r] + part[4 * r + 1] + part[4 * r + 2] + part[4 * r + 3];
+                    acc[r] += (float)isum * (sc[16 * j + r] * dx[8 * b + j]);
+                    acc[r] -= mn[16 * j + r] * dsum[8 * b + j];
                 }
             }
-            p->out[(size_t)t * p->ostride + r] = acc;
         }
+        for (int r = 0; r < QROWS; r++) out[r] = acc[r];
     }
 }
 
-// Line i of a q8 group block holds weights 4i..4i+3 of each row.
+// Line i of a q8 group block holds weights 4i..4i+3 of each row; sums as in q4_tile_scalar (in 32 bits).
 static void q8_tile_scalar(const Tile *p, int nt) {
     for (int t = 0; t < nt; t++) {
         const int8_t *xq = p->xq + (size_t)t * p->xstride;
         const float *dx = p->dx + (size_t)t * p->bstride;
-        for (int r = 0; r < QROWS; r++) {
-            float acc = p->load ? p->out[(size_t)t * p->ostride + r] : 0.0f;
-            for (int b = 0; b < p->nb; b++) {
-                const BlockQ8x16 *blk = (const BlockQ8x16 *)p->w + b;
-                int32_t isum = 0;
-                for (int line = 0; line < 8; line++)
-                    for (int i = 0; i < 4; i++) isum += blk->q[64 * line + 4 * r + i] * xq[QK8 * b + 4 * line + i];
-                acc += (float)isum * (fp16_to_f32(blk->d[r]) * dx[b]);
+        float *out = p->out + (size_t)t * p->ostride, acc[QROWS];
+        for (int r = 0; r < QROWS; r++) acc[r] = p->load ? out[r] : 0.0f;
+        for (int b = 0; b < p->nb; b++) {
+            const BlockQ8x16 *blk = (const BlockQ8x16 *)p->w + b;
+            int32_t part[64] = {0};
+            for (int line = 0; line < 8; line++) {
+                const int8_t *q = blk->q + 64 * line;
+                int32_t x4, xs[16];
+                memcpy(&x4, xq + QK8 * b + 4 * line, 4);
+                for (int e = 0; e < 16; e++) xs[e] = x4;
+                const int8_t *x = (const int8_t *)xs;
+                for (int e = 0; e < 64; e++) part[e] += q[e] * x[e];
             }
-            p->out[(size_t)t * p->ostride + r] = acc;
+            for (int r = 0; r < QROWS; r++) {
+                int32_t isum = part[4 * r] + part[4 * r + 1] + part[4 * r + 2] + part[4 * r + 3];
+                acc[r] += (float)isum * (fp16_to_f32(blk->d[r]) * dx[b]);
+            }
         }
+        for (int r = 0; r < QROWS; r++) out[r] = acc[r];
     }
 }
 
@@ -1014,14 +1042,16 @@ static void quantize_scalar(const float *x, int nb, int8_t *q, float *d, int32_t
 }
 
 static const Kernels kernels_scalar = {"scalar", q4_tile_scalar, q8_tile_scalar, q4_scales_scalar, 1.0f,
-                                       f16_rows_scalar, f32_rows_scalar, scores_scalar, mix_scalar, quantize_scalar};
+                                       f16_rows_scalar, f32_rows_scalar, scores_scalar, mix_scalar, quantize_scalar, 8, 0, NULL};
 
 // ---- x86: AVX2, AVX-512, AVX-512 VNNI
 //
 // Each kernel is an always-inline body for a fixed number of tokens nt (so that its sums stay in registers)
 // and a function that picks the body for the tile's nt.
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
 #include <immintrin.h>
+#include <sys/syscall.h>
 #define HAVE_X86_KERNELS
 #define TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
 #define TARGET_AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl")))
@@ -1029,32 +1059,42 @@ static const Kernels kernels_scalar = {"scalar", q4_tile_scalar, q8_tile_scalar,
 #define INLINE inline __attribute__((always_inline))
 
 // q4_scales_scalar for 16 rows at once. Row r's 12 packed bytes are dwords 3r, 3r+1, 3r+2 of the 192:
-// permutes gather dword k of every row into lane r of w[k], and six-bit value v (bits 6v..6v+5 of the
-// row's 96) is a shift and a mask away, but for the two that straddle dwords (v = 5, 10).
-TARGET_AVX512 static void q4_scales_avx512(const BlockQ4x16 *blk, float odd, float *out) {
-    __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)blk->d));
-    __m512 d_odd = _mm512_mul_ps(d, _mm512_set1_ps(odd));
-    __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)blk->dmin));
+// permutes gather dword k of every row into lane r of w[k] (q4_scale_words), and six-bit value v (bits
+// 6v..6v+5 of the row's 96) is a shift and a mask away, but for the two that straddle dwords (v = 5, 10).
+typedef struct { __m512i w[3]; __m512 d, d_odd, dmin; } Q4Scales512;
+
+TARGET_AVX512 static INLINE Q4Scales512 q4_scale_words(const BlockQ4x16 *blk, float odd) {
+    Q4Scales512 s;
+    s.d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)blk->d));
+    s.d_odd = _mm512_mul_ps(s.d, _mm512_set1_ps(odd));
+    s.dmin = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)blk->dmin));
     const uint8_t *bytes = blk->scales[0];
     __m512i z0 = _mm512_loadu_si512(bytes), z1 = _mm512_loadu_si512(bytes + 64), z2 = _mm512_loadu_si512(bytes + 128);
-    __m512i w[3];
     #pragma GCC unroll 3
     for (int k = 0; k < 3; k++) {
         __m512i index = _mm512_add_epi32(_mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4,
                                                                               3, 2, 1, 0), _mm512_set1_epi32(3)),
                                          _mm512_set1_epi32(k));                 // dword 3r + k: in z0 z1 (< 32) or z2
-        w[k] = _mm512_permutex2var_epi32(z0, index, z1);
-        w[k] = _mm512_mask_permutexvar_epi32(w[k], _mm512_cmpge_epi32_mask(index, _mm512_set1_epi32(32)), index, z2);
+        s.w[k] = _mm512_permutex2var_epi32(z0, index, z1);
+        s.w[k] = _mm512_mask_permutexvar_epi32(s.w[k], _mm512_cmpge_epi32_mask(index, _mm512_set1_epi32(32)), index, z2);
     }
-    const __m512i six = _mm512_set1_epi32(63);
+    return s;
+}
+
+// Value v of the 16 rows, as q4_scales_scalar's out[16v ..] (v < 8: scales, d·sc or for odd v d·odd·sc;
+// then minimums dmin·mn).
+TARGET_AVX512 static INLINE __m512 q4_scale_value(const Q4Scales512 *s, int v) {
+    int bit = 6 * v, k = bit / 32, shift = bit % 32;
+    __m512i value = _mm512_srli_epi32(s->w[k], shift);
+    if (shift > 26) value = _mm512_or_si512(value, _mm512_slli_epi32(s->w[k + 1], 32 - shift));
+    value = _mm512_and_si512(value, _mm512_set1_epi32(63));
+    return _mm512_mul_ps(_mm512_cvtepi32_ps(value), v >= 8 ? s->dmin : v % 2 ? s->d_odd : s->d);
+}
+
+TARGET_AVX512 static void q4_scales_avx512(const BlockQ4x16 *blk, float odd, float *out) {
+    Q4Scales512 s = q4_scale_words(blk, odd);
     #pragma GCC unroll 16
-    for (int v = 0; v < 16; v++) {
-        int bit = 6 * v, k = bit / 32, shift = bit % 32;
-        __m512i value = _mm512_srli_epi32(w[k], shift);
-        if (shift > 26) value = _mm512_or_si512(value, _mm512_slli_epi32(w[k + 1], 32 - shift));
-        value = _mm512_and_si512(value, six);
-        _mm512_storeu_ps(out + 16 * v, _mm512_mul_ps(_mm512_cvtepi32_ps(value), v >= 8 ? dmin : v % 2 ? d_odd : d));
-    }
+    for (int v = 0; v < 16; v++) _mm512_storeu_ps(out + 16 * v, q4_scale_value(&s, v));
 }
 
 // The same with AVX2, 8 rows at a time.
@@ -1093,7 +1133,10 @@ TARGET_VNNI static INLINE void q4_tile_vnni_n(const Tile *p, const int nt) {
     const int chains = nt <= 2 ? 2 : 1;  // independent sums per sub-block: few tokens need more in flight
     for (int b = 0; b < p->nb; b++) {
         const BlockQ4x16 *blk = (const BlockQ4x16 *)p->w + b;
-        const float *sc = p->scales + 256 * b, *mn = sc + 128;
+        const float *sc = p->scales ? p->scales + 256 * b : NULL, *mn = sc ? sc + 128 : NULL;
+        Q4Scales512 own;  // no scales given (decoding): this block's, in registers, just before its levels
+        if (!sc) own = q4_scale_words(blk, 1.0f / 16);
+        #pragma GCC unroll 4
         for (int k = 0; k < 4; k++) {
             __m512i even[8][2], odd[8][2];
             #pragma GCC unroll 8
@@ -1111,8 +1154,10 @@ TARGET_VNNI static INLINE void q4_tile_vnni_n(const Tile *p, const int nt) {
                     odd[t][c] = _mm512_dpbusd_epi32(odd[t][c], hi16, _mm512_set1_epi32(load_i32(x + 32)));
                 }
             }
-            __m512 sc0 = _mm512_loadu_ps(sc + 32 * k), sc1 = _mm512_loadu_ps(sc + 32 * k + 16);
-            __m512 mn0 = _mm512_loadu_ps(mn + 32 * k), mn1 = _mm512_loadu_ps(mn + 32 * k + 16);
+            __m512 sc0 = sc ? _mm512_loadu_ps(sc + 32 * k) : q4_scale_value(&own, 2 * k);
+            __m512 sc1 = sc ? _mm512_loadu_ps(sc + 32 * k + 16) : q4_scale_value(&own, 2 * k + 1);
+            __m512 mn0 = sc ? _mm512_loadu_ps(mn + 32 * k) : q4_scale_value(&own, 8 + 2 * k);
+            __m512 mn1 = sc ? _mm512_loadu_ps(mn + 32 * k + 16) : q4_scale_value(&own, 9 + 2 * k);
             #pragma GCC unroll 8
             for (int t = 0; t < nt; t++) {
                 int j = t * p->bstride + 8 * b + 2 * k;
@@ -1599,11 +1644,158 @@ TARGET_AVX2 static void quantize_avx2(const float *x, int nb, int8_t *q, float *
 }
 
 static const Kernels kernels_avx2 = {"avx2", q4_tile_avx2, q8_tile_avx2, q4_scales_avx2, 1.0f, f16_rows_avx2,
-                                     f32_rows_avx2, scores_avx2, mix_avx2, quantize_avx2};
+                                     f32_rows_avx2, scores_avx2, mix_avx2, quantize_avx2, 8, 0, NULL};
 static const Kernels kernels_avx512 = {"avx512", q4_tile_avx512, q8_tile_avx512, q4_scales_avx512, 1.0f, f16_rows_avx512,
-                                       f32_rows_avx512, scores_avx512, mix_avx512, quantize_avx512};
+                                       f32_rows_avx512, scores_avx512, mix_avx512, quantize_avx512, 8, 0, NULL};
 static const Kernels kernels_vnni = {"avx512-vnni", q4_tile_vnni, q8_tile_vnni, q4_scales_avx512, 1.0f / 16,
-                                     f16_rows_avx512, f32_rows_avx512, scores_avx512, mix_avx512, quantize_avx512};
+                                     f16_rows_avx512, f32_rows_avx512, scores_avx512, mix_avx512, quantize_avx512, 8,
+                                     1, NULL};
+
+// ---- x86 with AMX tiles (Sapphire Rapids and later): int8 matrix products, 16 tokens at a time
+//
+// An AMX tile is a 16 x 64-byte register. tdpbssd/tdpbsud C += A·B take A as rows of bytes (16 tokens x 32
+// activation bytes: a block of each token's levels, straight from QuantizedActs) and B as rows of 4-byte
+// groups (8 lines of 16 rows x 4 weights: one block of a q8 group block exactly as stored, or of q4 levels
+// unpacked). C is then 16 tokens x 16 rows of int32: row t of C is the VNNI kernel's sum for token t, and
+// the same float steps follow, so AMX gives the same bits as avx512-vnni. Tiles of fewer than 16 tokens (and
+// decoding) use the VNNI kernels.
+#define TARGET_AMX \
+    __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,amx-tile,amx-int8")))
+
+// The tile configuration (palette 1): tmm0, tmm1 C (16 x 64 bytes), tmm2, tmm3 A (16 x 32), tmm4, tmm5 B
+// (8 x 64). A global, so it is surely in memory when ldtilecfg reads it (a local one may not be written:
+// the compiler cannot see that the instruction reads it).
+static const _Alignas(64) uint8_t amx_config[64] = {
+    1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,                      // palette 1, start row 0
+    64, 0, 64, 0, 32, 0, 32, 0, 64, 0, 64, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,  // bytes/row
+    16, 16, 16, 16, 8, 8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,                    // rows
+};
+
+TARGET_AMX static void q4_levels_amx(const BlockQ4x16 *blk, uint8_t *out) {
+    const __m512i low = _mm512_set1_epi8(0x0F), high = _mm512_set1_epi8((char)0xF0);
+    for (int k = 0; k < 4; k++)
+        for (int i = 0; i < 8; i++) {
+            prefetch_lines(blk, PREFETCH_AHEAD, k, i);
+            __m512i v = _mm512_loadu_si512(blk->qs + 64 * (8 * k + i));
+            _mm512_store_si512(out + 512 * (2 * k) + 64 * i, _mm512_and_si512(v, low));
+            _mm512_store_si512(out + 512 * (2 * k + 1) + 64 * i, _mm512_and_si512(v, high));
+        }
+}
+
+// Row t of a C tile (token t's 16 row sums) into acc[t] += C[t] · (scale · dx_t) [− mn · dsum_t for q4].
+TARGET_AMX static INLINE void amx_accumulate(__m512 acc[16], const int32_t c[16][16], __m512 scale, const __m512 *mn,
+                                             const float *dx, const float *dsum, int bstride) {
+    #pragma GCC unroll 16
+    for (int t = 0; t < 16; t++) {
+        __m512i isum = _mm512_load_si512(c[t]);
+        if (mn) acc[t] = q4_accumulate512(acc[t], isum, scale, *mn, dx[t * bstride], dsum[t * bstride]);
+        else acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(scale, _mm512_set1_ps(dx[t * bstride])),
+                                      acc[t]);
+    }
+}
+
+// The tiles come in two sets, s = 0, 1: C tmm0+s, A tmm2+s, B tmm4+s. Step i (a q8 block or a q4 sub-block)
+// uses set i % 2, so the multiply of step i+1 runs while the sums of step i are scaled.
+static _Thread_local int amx_configured;  // ldtilecfg done on this thread
+
+TARGET_AMX static INLINE void amx_multiply(int set, const int8_t *a, int astride, const void *b, int q4) {
+    if (set == 0) {
+        _tile_zero(0);
+        _tile_loadd(2, a, astride);
+        _tile_loadd(4, b, 64);
+        if (q4) _tile_dpbsud(0, 2, 4);
+        else _tile_dpbssd(0, 2, 4);
+    } else {
+        _tile_zero(1);
+        _tile_loadd(3, a, astride);
+        _tile_loadd(5, b, 64);
+        if (q4) _tile_dpbsud(1, 3, 5);
+        else _tile_dpbssd(1, 3, 5);
+    }
+}
+
+TARGET_AMX static INLINE void amx_store(int set, int32_t c[16][16]) {
+    if (set == 0) _tile_stored(0, c, 64);
+    else _tile_stored(1, c, 64);
+}
+
+// Step i of a tile: q8 block i, or q4 sub-block i % 8 of super-block i / 8.
+TARGET_AMX static INLINE void amx_step(const Tile *p, int q4, int i) {
+    if (q4) amx_multiply(i % 2, p->xq + 32 * i, p->xstride, p->levels + 512 * i, 1);
+    else amx_multiply(i % 2, p->xq + QK8 * i, p->xstride, ((const BlockQ8x16 *)p->w + i)->q, 0);
+}
+
+// The sums of step i (stored in c) into acc.
+TARGET_AMX static INLINE void amx_scale_step(const Tile *p, int q4, int i, __m512 acc[16], const int32_t c[16][16]) {
+    if (q4) {
+        const float *sc = p->scales + 256 * (i / 8) + 16 * (i % 8);
+        __m512 mn = _mm512_loadu_ps(sc + 128);
+        amx_accumulate(acc, c, _mm512_loadu_ps(sc), &mn, p->dx + i, p->dsum + i, p->bstride);
+    } else {
+        const BlockQ8x16 *blk = (const BlockQ8x16 *)p->w + i;
+        prefetch_lines(blk, p->prefetch, 0, 0);
+        __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)blk->d));
+        amx_accumulate(acc, c, d, NULL, p->dx + i, NULL, p->bstride);
+    }
+}
+
+// One turn of the pipeline: store the sums of step i (tile set `set`) to c[set], start step i+1 on the other
+// set, and meanwhile scale the sums of step i-1, stored a turn ago, so that stores have time to land before
+// they are read (and the tile unit, which works in order, never holds a store behind a multiply).
+TARGET_AMX static INLINE void amx_turn(const Tile *p, int q4, int i, int steps, const int set, __m512 acc[16],
+                                       int32_t c[2][16][16]) {
+    amx_store(set, c[set]);
+    if (i + 1 < steps) amx_step(p, q4, i + 1);
+    if (i > 0) amx_scale_step(p, q4, i - 1, acc, (const int32_t(*)[16])c[1 - set]);
+}
+
+TARGET_AMX static INLINE void amx_tile(const Tile *p, int q4) {
+    if (!amx_configured) {
+        _tile_loadconfig(amx_config);
+        amx_configured = 1;
+    }
+    __m512 acc[16];
+    #pragma GCC unroll 16
+    for (int t = 0; t < 16; t++) acc[t] = p->load ? _mm512_loadu_ps(p->out + t * p->ostride) : _mm512_setzero_ps();
+    _Alignas(64) int32_t c[2][16][16];
+    int steps = q4 ? 8 * p->nb : p->nb;
+    amx_step(p, q4, 0);
+    for (int i = 0; i < steps; i += 2) {  // two turns at a time: tile sets 0 and 1 by name
+        amx_turn(p, q4, i, steps, 0, acc, c);
+        if (i + 1 < steps) amx_turn(p, q4, i + 1, steps, 1, acc, c);
+    }
+    amx_scale_step(p, q4, steps - 1, acc, (const int32_t(*)[16])c[(steps - 1) % 2]);
+    #pragma GCC unroll 16
+    for (int t = 0; t < 16; t++) _mm512_storeu_ps(p->out + t * p->ostride, acc[t]);
+}
+
+TARGET_AMX static void q4_tile_amx(const Tile *p, int nt) {
+    if (nt < 16 || !p->levels) q4_tile_vnni(p, nt);
+    else amx_tile(p, 1);
+}
+
+TARGET_AMX static void q8_tile_amx(const Tile *p, int nt) {
+    if (nt < 16) q8_tile_vnni(p, nt);
+    else amx_tile(p, 0);
+}
+
+// Whether AMX int8 runs: the CPU has it (CPUID 7.0 EDX bits 24, 25) and the kernel lets this process use
+// the tile data (Linux: arch_prctl ARCH_REQ_XCOMP_PERM, once, for all threads).
+static int amx_usable(void) {
+    static int usable = -1;
+    if (usable >= 0) return usable;
+    unsigned a, b, c, d;
+    usable = __get_cpuid_count(7, 0, &a, &b, &c, &d) && (d >> 24 & 1) && (d >> 25 & 1);
+#if defined(__linux__)
+    if (usable) usable = syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0;
+#else
+    usable = 0;
+#endif
+    return usable;
+}
+
+static const Kernels kernels_amx = {"amx", q4_tile_amx, q8_tile_amx, q4_scales_avx512, 1.0f / 16, f16_rows_avx512,
+                                    f32_rows_avx512, scores_avx512, mix_avx512, quantize_avx512, 16, 1, q4_levels_amx};
 #endif // x86
 
 // ---- arm64: NEON, and NEON with the dot-product instructions (sdot: ARMv8.2, optional before 8.4)
@@ -1819,10 +2011,10 @@ static void quantize_neon(const float *x, int nb, int8_t *q, float *d, int32_t *
 }
 
 static const Kernels kernels_neon = {"neon", q4_tile_neon, q8_tile_neon, q4_scales_scalar, 1.0f, f16_rows_neon,
-                                     f32_rows_neon, scores_neon, mix_neon, quantize_neon};
+                                     f32_rows_neon, scores_neon, mix_neon, quantize_neon, 8, 0, NULL};
 #ifdef HAVE_DOTPROD_KERNELS
 static const Kernels kernels_neondot = {"neon-dotprod", q4_tile_neondot, q8_tile_neondot, q4_scales_scalar, 1.0f,
-                                        f16_rows_neon, f32_rows_neon, scores_neon, mix_neon, quantize_neon};
+                                        f16_rows_neon, f32_rows_neon, scores_neon, mix_neon, quantize_neon, 8, 0, NULL};
 #endif
 #if defined(__linux__)
 #include <sys/auxv.h>
@@ -1835,7 +2027,7 @@ static const Kernels kernels_neondot = {"neon-dotprod", q4_tile_neondot, q8_tile
 static const Kernels *const all_kernels[] = {
     &kernels_scalar,
 #ifdef HAVE_X86_KERNELS
-    &kernels_avx2, &kernels_avx512, &kernels_vnni,
+    &kernels_avx2, &kernels_avx512, &kernels_vnni, &kernels_amx,
 #endif
 #ifdef HAVE_NEON_KERNELS
     &kernels_neon,
@@ -1856,6 +2048,7 @@ static int kernels_supported(const Kernels *k) {
     if (k == &kernels_avx2) return avx2;
     if (k == &kernels_avx512) return avx512;
     if (k == &kernels_vnni) return avx512 && __builtin_cpu_supports("avx512vnni");
+    if (k == &kernels_amx) return avx512 && __builtin_cpu_supports("avx512vnni") && amx_usable();
 #endif
 #ifdef HAVE_DOTPROD_KERNELS
 #if defined(__ARM_FEATURE_DOTPROD)
@@ -1937,44 +2130,51 @@ static int physical_cores(void) {
 }
 
 // Token chunks: q8/q4 activations are quantized into this scratch, so matmul never allocates.
-#define ACT_LEVELS (1 << 21)
+#define ACT_LEVELS (9 << 18)         // 2.25 MiB: 64 tokens of 32768 (the feed-forward's width) and padding
+#define ACT_BLOCKS (ACT_LEVELS / 16)
 static _Alignas(64) int8_t act_levels[ACT_LEVELS];
-static float act_scales[ACT_LEVELS / QK8], act_dsums[ACT_LEVELS / QK8];
-static int32_t act_sums[ACT_LEVELS / QK8];
-#define PREFETCH_AHEAD 8192  // bytes (prefetch_lines); anything from 4 to 16 KiB does as well
+static float act_scales[ACT_BLOCKS], act_dsums[ACT_BLOCKS];
+static int32_t act_sums[ACT_BLOCKS];
 // Products smaller than this (multiply-adds) run on one thread: waking the others would cost more.
 #define PARALLEL_WORK (1 << 20)
 
 // The tile of group g from token t and column c, nb blocks long.
 static Tile tile_at(const Tensor *w, int g, const QuantizedActs *a, int t, int c, int nb, float *out) {
-    int q4 = w->type == TYPE_Q4, block = q4 ? QK4 : QK8, nbx = a->cols / QK8;
-    size_t j = (size_t)t * nbx + c / QK8, block_bytes = q4 ? sizeof(BlockQ4x16) : sizeof(BlockQ8x16);
+    int q4 = w->type == TYPE_Q4, block = q4 ? QK4 : QK8;
+    size_t j = (size_t)t * a->bstride + c / QK8, block_bytes = q4 ? sizeof(BlockQ4x16) : sizeof(BlockQ8x16);
     Tile p = {.w = (const uint8_t *)w->data + ((size_t)g * (w->cols / block) + c / block) * block_bytes, .nb = nb,
-              .xq = a->q + (size_t)t * a->cols + c, .dx = a->d + j, .dsum = a->dsum + j, .sum = a->sum + j,
-              .xstride = a->cols, .bstride = nbx, .out = out + (size_t)t * w->rows + g * QROWS, .ostride = w->rows};
+              .xq = a->q + (size_t)t * a->xstride + c, .dx = a->d + j, .dsum = a->dsum + j, .sum = a->sum + j,
+              .xstride = a->xstride, .bstride = a->bstride, .out = out + (size_t)t * w->rows + g * QROWS,
+              .ostride = w->rows};
     return p;
 }
 
 // out for the 16 rows of group g, the n tokens of a and the columns [k0, k1), a few blocks at a time: the
 // q4 scales of those blocks, then every tile over them (8, 4, 2, 1 tokens), the first tile fetching the
 // next blocks from memory, the others finding these in L1. A batch of 1, 2, 4 or 8 tokens (decoding) is one
-// tile: q4 goes block by block (each block's scales just before its levels), q8 in one stretch.
+// tile over the whole range, which makes each q4 block's scales itself (q4_own_scales) or gets them block by
+// block just before the block's levels.
 static void matmul_group(const Kernels *k, const Tensor *w, int g, const QuantizedActs *a, int n, int k0, int k1,
                          float *out) {
     int q4 = w->type == TYPE_Q4, block = q4 ? QK4 : QK8, one_tile = n <= 8 && (n & (n - 1)) == 0;
-    int step = q4 ? (one_tile ? 1 : 4) : (one_tile ? (k1 - k0) / block : 16);  // about 9 KiB of weights
+    int own_scales = q4 && one_tile && k->q4_own_scales;
+    int step = !one_tile ? (q4 ? 4 : 16) : q4 && !own_scales ? 1 : (k1 - k0) / block;  // about 9 KiB, or all
     TileKernel *kernel = q4 ? k->q4 : k->q8;
     float scales[4 * 256];
+    _Alignas(64) uint8_t levels[4 * 4096];
+    int unpack = q4 && k->q4_levels && n >= 16;
     for (int c = k0; c < k1; c += step * block) {
         int nb = (k1 - c) / block < step ? (k1 - c) / block : step;
-        if (q4) {
+        if (q4 && !own_scales) {
             const BlockQ4x16 *first = tile_at(w, g, a, 0, c, nb, out).w;
             for (int b = 0; b < nb; b++) k->q4_scales(first + b, k->q4_odd, scales + 256 * b);
+            for (int b = 0; b < nb && unpack; b++) k->q4_levels(first + b, levels + 4096 * b);
         }
         for (int t = 0, nt; t < n; t += nt) {
-            for (nt = 8; nt > n - t; nt /= 2) {}
+            for (nt = k->max_tile; nt > n - t; nt /= 2) {}
             Tile p = tile_at(w, g, a, t, c, nb, out);
-            p.scales = scales;
+            p.scales = own_scales ? NULL : scales;
+            p.levels = unpack ? levels : NULL;
             p.load = c > 0;
             p.prefetch = t == 0 ? PREFETCH_AHEAD : 0;
             kernel(&p, nt);
@@ -1997,8 +2197,8 @@ static void matmul(float *out, const float *x, int n, const Tensor *w) {
         for (int r0 = 0; r0 < rows; r0 += QROWS) rk(w, r0, r0 + QROWS < rows ? r0 + QROWS : rows, x, n, out);
         return;
     }
-    QuantizedActs a = {cols, act_levels, act_scales, act_dsums, act_sums};
-    int chunk = ACT_LEVELS / cols;
+    QuantizedActs a = {cols, act_levels, act_scales, act_dsums, act_sums, cols + 64, cols / QK8 + 16};
+    int chunk = ACT_LEVELS / a.xstride < ACT_BLOCKS / a.bstride ? ACT_LEVELS / a.xstride : ACT_BLOCKS / a.bstride;
     for (int t0 = 0; t0 < n; t0 += chunk) {
         int nt = n - t0 < chunk ? n - t0 : chunk;
         int range = (512 << 10) / nt / QK4 * QK4;

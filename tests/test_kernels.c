@@ -10,8 +10,9 @@
 // Cases: random weights of every type (q4 and q8 made by quantize.c's quantizers and interleaved as in the
 // file; f16, f32) with all-zero blocks, extreme scales (fp16 scales near 65504 and subnormal ones, 6-bit
 // scales and minimums 0 and 63, levels all 0 or all 15/127/-127); activations with outliers, all-zero
-// blocks and huge/tiny magnitudes; row counts 16..80 (f32/f16 also odd ones); token counts 1..19 (not a
-// multiple of any tile) and column counts up to 2.5 column ranges, so the partial sums go through memory.
+// blocks and huge/tiny magnitudes; row counts 16..80 (f32/f16 also odd ones); token counts 1..64 (tiles of
+// 16 (AMX), 8, 4, 2, 1 and their mixtures) and column counts of several column ranges, so the partial sums
+// go through memory.
 //
 // What "agrees" means: the q8/q4 SIMD kernels compute the same integer sums and the same float operations
 // as the scalar definition, except that they fuse each multiply-add (one rounding, not two): each of the
@@ -292,7 +293,8 @@ int main(int argc, char **argv) {
     }
     static const struct { uint32_t type; int rows, cols, n; } cases[] = {
         {TYPE_Q4, 16, 256, 1},   {TYPE_Q4, 48, 512, 3},    {TYPE_Q4, 32, 1024, 8},  {TYPE_Q4, 80, 768, 19},
-        {TYPE_Q4, 16, 20480, 5}, {TYPE_Q4, 32, 2048, 64},  {TYPE_Q8, 16, 32, 1},    {TYPE_Q8, 48, 96, 7},
+        {TYPE_Q4, 16, 20480, 5}, {TYPE_Q4, 32, 2048, 64},  {TYPE_Q4, 16, 20480, 33}, {TYPE_Q4, 48, 1280, 37},
+        {TYPE_Q8, 16, 32, 1},    {TYPE_Q8, 48, 96, 7},     {TYPE_Q8, 16, 20512, 17}, {TYPE_Q8, 32, 96, 16},
         {TYPE_Q8, 32, 640, 13},  {TYPE_Q8, 16, 20512, 3},  {TYPE_Q8, 64, 4096, 64}, {TYPE_F32, 1, 1, 1},
         {TYPE_F32, 7, 33, 5},    {TYPE_F32, 23, 588, 9},   {TYPE_F32, 16, 64, 4},   {TYPE_F16, 5, 17, 3},
         {TYPE_F16, 19, 200, 6},  {TYPE_F16, 32, 4096, 2},

@@ -1,8 +1,8 @@
 """run.c's matmul and attention kernels (section "neural net blocks") against their scalar definition, on
 every instruction set this machine can run or emulate:
 
-- tests/test_kernels.c, built natively (x86: AVX2, AVX-512, AVX-512 VNNI; those the CPU lacks are named
-  and skipped), and with clang without OpenMP;
+- tests/test_kernels.c, built natively (x86: AVX2, AVX-512, AVX-512 VNNI, AMX; those the CPU lacks are
+  named and skipped), and with clang without OpenMP;
 - the same program for arm64 (NEON, NEON with sdot), cross-compiled with Debian's aarch64-linux-gnu-gcc for
   plain ARMv8-A (the dot-product kernels chosen at run time) and for ARMv8.2-A+dotprod, run under
   qemu-aarch64: `-cpu max` has the dot product, `-cpu cortex-a72` has not;
@@ -73,6 +73,8 @@ def x86_sets():
             sets.append("avx512")
             if "avx512_vnni" in f:
                 sets.append("avx512-vnni")
+                if {"amx_tile", "amx_int8"} <= f:
+                    sets.append("amx")
     return sets
 
 
@@ -83,7 +85,7 @@ def is_x86():
 def test_kernels_native():
     exe = kernel_test_program(os.environ.get("CC", "cc"), ["-fopenmp"], "test_kernels")
     expect = x86_sets() if is_x86() else ["scalar"]
-    skips = [s for s in ("avx2", "avx512", "avx512-vnni") if s not in expect] if is_x86() else []
+    skips = [s for s in ("avx2", "avx512", "avx512-vnni", "amx") if s not in expect] if is_x86() else []
     for s in skips:
         print(f"    this CPU lacks {s}: its kernels are not tested here")
     run_kernel_tests([exe], expect, skips)
@@ -143,8 +145,8 @@ def golden(type_):
 
 def check_sets(cmd, sets):
     """Every kernel set of `sets` on the golden model: f32 within 1e-4 of llama.cpp, q8/q4 within LOOSE of
-    scalar. avx512 and avx512-vnni differ only in their integer products, which give the same sums: the same
-    logits, bit for bit (other sets sum the f32 parts, attention, in other orders)."""
+    scalar. avx512, avx512-vnni and amx differ only in their integer products, which give the same sums: the
+    same logits, bit for bit (other sets sum the f32 parts, attention, in other orders)."""
     for type_ in ("f32", "q8", "q4"):
         want = logits(cmd, golden(type_), "--kernels", "scalar")
         if type_ == "f32":
@@ -158,8 +160,9 @@ def check_sets(cmd, sets):
             print(f"    {os.path.basename(cmd[-1])} {s:12s} {type_}: rel err {e:.2e} vs "
                   f"{'llama.cpp' if type_ == 'f32' else 'scalar'}")
             assert e <= (1e-4 if type_ == "f32" else LOOSE), f"{s} {type_}: {e:.3g}"
-        if "avx512" in got and "avx512-vnni" in got:
-            assert np.array_equal(got["avx512"], got["avx512-vnni"]), f"{type_}: avx512 and avx512-vnni differ"
+        same = [s for s in ("avx512", "avx512-vnni", "amx") if s in got]
+        for s in same[1:]:
+            assert np.array_equal(got[same[0]], got[s]), f"{type_}: {same[0]} and {s} differ"
 
 
 def test_every_kernel_set_end_to_end():
