@@ -2369,6 +2369,7 @@ static void forward(const Model *m, RunState *s, int n, int pos, int all_logits)
         for (int t = 0; t < n; t++) rmsnorm(s->xb + t * dim, s->x + t * dim, lw->ffn_norm, dim, c->norm_eps);
         matmul(s->hb, s->xb, n, &lw->w1);
         matmul(s->hb2, s->xb, n, &lw->w3);
+        #pragma omp parallel for schedule(static) if (n * c->hidden_dim >= 16384)
         for (int i = 0; i < n * c->hidden_dim; i++) s->hb[i] = silu(s->hb[i]) * s->hb2[i];
         matmul(s->xb, s->hb, n, &lw->w2);
         for (int i = 0; i < n * dim; i++) s->x[i] += s->xb[i];
