@@ -17,6 +17,20 @@ def stb_cflags():
     return p.stdout.split() if p and p.returncode == 0 else ["-I/usr/include/stb"]
 
 
+def compile_harness(name, source, *flags):
+    """Compiles a C test harness (source text that #includes run.c, say) into tests/build/NAME/; returns its path."""
+    d = os.path.join(BUILD, name)
+    os.makedirs(d, exist_ok=True)
+    src, exe = os.path.join(d, "harness.c"), os.path.join(d, "harness")
+    with open(src, "w") as f:
+        f.write(source)
+    cc = os.environ.get("CC", "cc")
+    p = subprocess.run([cc, "-O2", "-std=c11", "-Wall", "-Wno-unused-function", *flags, "-I", REPO, *stb_cflags(),
+                        "-o", exe, src, "-lm"], capture_output=True, text=True)
+    assert p.returncode == 0, f"{name} harness does not compile:\n{p.stderr}"
+    return exe
+
+
 @functools.lru_cache(maxsize=None)
 def build(target):
     """Builds a Makefile target once per test run and returns its path."""

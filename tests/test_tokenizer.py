@@ -23,7 +23,7 @@ import shutil
 import subprocess
 import sys
 
-from common import BUILD, GOLDEN, REPO, SHARED, build, one_line_error, run, scratch, stb_cflags
+from common import BUILD, GOLDEN, REPO, SHARED, build, one_line_error, run, scratch, compile_harness
 
 TOKENIZER_DATA = os.path.join(SHARED, "tokenizer")
 PATTERN = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|"
@@ -163,16 +163,7 @@ def run_exe():
 @functools.lru_cache(maxsize=None)
 def harness():
     """Compiles HARNESS_C against the current run.c; returns its path."""
-    d = os.path.join(BUILD, "tokenizer")
-    os.makedirs(d, exist_ok=True)
-    src, exe = os.path.join(d, "harness.c"), os.path.join(d, "harness")
-    with open(src, "w") as f:
-        f.write(HARNESS_C)
-    cc = os.environ.get("CC", "cc")
-    p = subprocess.run([cc, "-O2", "-std=c11", "-Wall", "-Wno-unused-function", "-Wno-unknown-pragmas",
-                        "-I", REPO, *stb_cflags(), "-o", exe, src, "-lm"], capture_output=True, text=True)
-    assert p.returncode == 0, f"harness does not compile:\n{p.stderr}"
-    return exe
+    return compile_harness("tokenizer", HARNESS_C, "-Wno-unknown-pragmas")
 
 
 @functools.lru_cache(maxsize=None)

@@ -19,7 +19,7 @@ from PIL import Image
 
 import ref
 import common
-from common import BUILD, GOLDEN, REPO, build, converted, fixture, one_line_error, scratch, stb_cflags
+from common import BUILD, GOLDEN, REPO, build, converted, fixture, one_line_error, scratch, compile_harness
 
 BOS, EOS, INST, END_INST = 1, 2, 3, 4
 IMG, IMG_BREAK, IMG_END = 10, 12, 13
@@ -294,16 +294,7 @@ int main(int argc, char **argv) {
 
 @functools.lru_cache(maxsize=None)
 def harness():
-    d = os.path.join(BUILD, "vision")
-    os.makedirs(d, exist_ok=True)
-    src, exe = os.path.join(d, "harness.c"), os.path.join(d, "harness")
-    with open(src, "w") as f:
-        f.write(HARNESS_C)
-    cc = os.environ.get("CC", "cc")
-    p = subprocess.run([cc, "-O2", "-std=c11", "-fopenmp", "-Wall", "-Wno-unused-function", "-I", REPO,
-                        *stb_cflags(), "-o", exe, src, "-lm"], capture_output=True, text=True)
-    assert p.returncode == 0, f"harness does not compile:\n{p.stderr}"
-    return exe
+    return compile_harness("vision", HARNESS_C, "-fopenmp")
 
 
 def test_attention_kernel_vs_scalar():
