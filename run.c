@@ -788,9 +788,9 @@ int decoder_flush(TokenDecoder *d, char *out) {
 // neural net blocks; matmul is where the time goes
 
 // matmul multiplies a batch of activation vectors by a weight matrix as the file stores it. The plain C
-// kernels below ("scalar") are its definition. Faster kernels for x86 (AVX2, AVX-512, AVX-512 VNNI, AMX
-// tiles) and arm64 (NEON, NEON with the dot-product instructions) compute the same sums in the same order;
-// one set is chosen once from the CPU's features (kernels_for_cpu, or --kernels) and tests/test_kernels.py
+// kernels below ("scalar") are its definition. Faster kernels for x86 (AVX2, AVX-512, AVX-512 VNNI) and
+// arm64 (NEON, NEON with the dot-product instructions) compute the same sums in the same order; AMX tiles
+// multiply batches of 16 tokens or more in bf16 instead (see there). One set is chosen once from the CPU's features (kernels_for_cpu, or --kernels) and tests/test_kernels.py
 // checks each against the scalar one. x86 kernels are compiled with __attribute__((target)), so a plain -O2
 // build runs on any x86-64. Attention's dot products and activation quantization are in the sets too.
 //
@@ -842,19 +842,23 @@ typedef struct {
     float *d;                    // (n, cols / 32) scale of each block; rows bstride apart
     float *dsum;                 // (n, cols / 32) d · Σ levels of the block: what q4's minimums multiply
     int32_t *sum;                // (n, cols / 32) Σ levels (x86 VNNI q8 adds 128 to make the weights unsigned)
+    uint16_t *xb;                // AMX, batches of 16 or more: the activations as bf16 in tiles of 16 tokens x 32
+                                 // columns (1 KiB): tile (T, i) of tokens 16T.. and columns 32i.. at xb + 512(T·cols/32 + i)
     int xstride, bstride;        // cols + 64 and cols/32 + 16: rows a power of two apart would all map to the
                                  // same few cache sets, and a tile reads 8 or 16 of them at once
 } QuantizedActs;
 
-// A tile: the 16 rows of one group times nt tokens (nt = 1, 2, 4, 8, or 16 for AMX), over nb blocks (q8: 32
-// columns, q4: 256). The kernels keep a tile's sums in registers.
+// A tile: the 16 rows of one group times nt tokens (nt = 1, 2, 4, 8, or 1..64 for AMX), over nb blocks (q8:
+// 32 columns, q4: 256). The kernels keep a tile's sums in registers.
 typedef struct {
     const void *w;               // the group's first block: BlockQ8x16 or BlockQ4x16
     int nb;
     const float *scales;         // q4: 256 floats per block from the kernel set's q4_scales (NULL: the kernel
                                  // makes them itself, if the set's q4_own_scales)
-    const uint8_t *levels;       // q4 with AMX: each block's levels unpacked by q4_levels (4096 bytes), or NULL
+    const uint16_t *wb;          // AMX: the blocks widened to bf16 (q4_bf16, q8_bf16), else NULL
     const int8_t *xq;            // levels of token 0 from the first block's columns; token t at + t·xstride
+    const uint16_t *xb;          // AMX: the bf16 tile of tokens 0..15 and the first block's first 32 columns;
+    int xbstride;                //   the next 16 tokens' xbstride values on
     const float *dx, *dsum;      // token 0's scales and d·Σ from the first block; token t at + t·bstride
     const int32_t *sum;          // token 0's Σ levels, likewise
     int xstride, bstride;
@@ -877,9 +881,11 @@ typedef void ScoresKernel(const float *q, int nq, int d, const float *keys, size
                           float *s, size_t ld);
 typedef void MixKernel(const float *p, size_t ld, int nq, int d, const float *values, size_t stride, int len,
                        float *out);
-// A q4 group block's levels as bytes, sub-block j's 8 lines (16 rows x 4) at out + 512j: low nibbles as
-// they are, high nibbles times 16 (as the VNNI kernel uses them; q4_odd = 1/16).
-typedef void Q4LevelsKernel(const BlockQ4x16 *blk, uint8_t *out);
+// AMX: n activations as bf16, each 32 at out + 512i (one row of a tile); a group block of weights widened
+// to bf16, 512 values per 32 columns (the q4 one with its scales from q4_scales).
+typedef void ActsBF16Kernel(const float *x, int n, uint16_t *out);
+typedef void Q4BF16Kernel(const BlockQ4x16 *blk, const float *scales, uint16_t *out);
+typedef void Q8BF16Kernel(const BlockQ8x16 *blk, uint16_t *out);
 // nb blocks of 32 activations x -> their levels q (32 each), scales d and sums of levels, exactly as
 // quant.h's quantize_activation_block (the SIMD versions do the same IEEE operations).
 typedef void QuantizeKernel(const float *x, int nb, int8_t *q, float *d, int32_t *sum);
@@ -893,9 +899,11 @@ typedef struct {
     ScoresKernel *scores;
     MixKernel *mix;
     QuantizeKernel *quantize;
-    int max_tile;                // tokens per tile: 8, or 16 (AMX)
+    int max_tile;                // tokens per tile: 8
     int q4_own_scales;           // its q4 kernel makes each block's scales itself when the tile has none
-    Q4LevelsKernel *q4_levels;   // AMX: unpacks a q4 block's levels for tiles of 16 tokens; else NULL
+    ActsBF16Kernel *acts_bf16;   // AMX, for batches of 16 tokens or more (tiles of up to 64); else NULL
+    Q4BF16Kernel *q4_bf16;
+    Q8BF16Kernel *q8_bf16;
 } Kernels;
 
 static inline int32_t load_i32(const int8_t *p) { int32_t v; memcpy(&v, p, 4); return v; }
@@ -1042,7 +1050,7 @@ static void quantize_scalar(const float *x, int nb, int8_t *q, float *d, int32_t
 }
 
 static const Kernels kernels_scalar = {"scalar", q4_tile_scalar, q8_tile_scalar, q4_scales_scalar, 1.0f,
-                                       f16_rows_scalar, f32_rows_scalar, scores_scalar, mix_scalar, quantize_scalar, 8, 0, NULL};
+                                       f16_rows_scalar, f32_rows_scalar, scores_scalar, mix_scalar, quantize_scalar, 8, 0, NULL, NULL, NULL};
 
 // ---- x86: AVX2, AVX-512, AVX-512 VNNI
 //
@@ -1644,148 +1652,214 @@ TARGET_AVX2 static void quantize_avx2(const float *x, int nb, int8_t *q, float *
 }
 
 static const Kernels kernels_avx2 = {"avx2", q4_tile_avx2, q8_tile_avx2, q4_scales_avx2, 1.0f, f16_rows_avx2,
-                                     f32_rows_avx2, scores_avx2, mix_avx2, quantize_avx2, 8, 0, NULL};
+                                     f32_rows_avx2, scores_avx2, mix_avx2, quantize_avx2, 8, 0, NULL, NULL, NULL};
 static const Kernels kernels_avx512 = {"avx512", q4_tile_avx512, q8_tile_avx512, q4_scales_avx512, 1.0f, f16_rows_avx512,
-                                       f32_rows_avx512, scores_avx512, mix_avx512, quantize_avx512, 8, 0, NULL};
+                                       f32_rows_avx512, scores_avx512, mix_avx512, quantize_avx512, 8, 0, NULL, NULL, NULL};
 static const Kernels kernels_vnni = {"avx512-vnni", q4_tile_vnni, q8_tile_vnni, q4_scales_avx512, 1.0f / 16,
                                      f16_rows_avx512, f32_rows_avx512, scores_avx512, mix_avx512, quantize_avx512, 8,
-                                     1, NULL};
+                                     1, NULL, NULL, NULL};
 
-// ---- x86 with AMX tiles (Sapphire Rapids and later): int8 matrix products, 16 tokens at a time
+// ---- x86 with AMX tiles (Sapphire Rapids and later): bf16 matrix products for batches of 16 tokens or more
 //
-// An AMX tile is a 16 x 64-byte register. tdpbssd/tdpbsud C += A·B take A as rows of bytes (16 tokens x 32
-// activation bytes: a block of each token's levels, straight from QuantizedActs) and B as rows of 4-byte
-// groups (8 lines of 16 rows x 4 weights: one block of a q8 group block exactly as stored, or of q4 levels
-// unpacked). C is then 16 tokens x 16 rows of int32: row t of C is the VNNI kernel's sum for token t, and
-// the same float steps follow, so AMX gives the same bits as avx512-vnni. Tiles of fewer than 16 tokens (and
-// decoding) use the VNNI kernels.
-#define TARGET_AMX \
-    __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,amx-tile,amx-int8")))
+// Prefill and images multiply every weight with many tokens, so the AMX set spends its vector work on the
+// weights once and leaves the tokens to the tile unit: each group block of q4/q8 weights is widened to bf16
+// (w = q·s − m in fp32 with its row's scale and minimum, then rounded), and the batch's activations are
+// rounded to bf16 instead of being quantized. tdpbf16ps C += A·B then takes A as 16 tokens x 32 activations
+// (rows of that bf16 copy) and B as 16 lines of bf16 pairs, line p holding weights 2p and 2p+1 of each of the
+// 16 rows: one 1 KiB piece of the widened block per 32 columns. C, 16 tokens x 16 rows of fp32, sums the
+// tile's whole column range with no float work per block. Products of bf16 values are exact and the sums
+// fp32, so a bf16 activation keeps 8 significant bits where an int8 block keeps 7 of its largest value: as
+// good or better, but another rounding than the int8 kernels. A token's results in a batch of 16 or more
+// therefore differ (slightly) from its results alone, where the AVX-512 VNNI kernels run: decoding, and
+// batches of fewer than 16 tokens. tests/test_kernels.c checks the AMX results against a float64 sum of the
+// same bf16 values.
+#define TARGET_AMX __attribute__((target( \
+    "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx512bf16,amx-tile,amx-bf16")))
 
-// The tile configuration (palette 1): tmm0, tmm1 C (16 x 64 bytes), tmm2, tmm3 A (16 x 32), tmm4, tmm5 B
-// (8 x 64). A global, so it is surely in memory when ldtilecfg reads it (a local one may not be written:
-// the compiler cannot see that the instruction reads it).
+// The tile configuration (palette 1): tmm0-3 C, tmm4-5 A, tmm6-7 B, each 16 rows of 64 bytes. A global, so it is
+// surely in memory when ldtilecfg reads it (a local one may not be written: the compiler cannot see that
+// the instruction reads it).
 static const _Alignas(64) uint8_t amx_config[64] = {
     1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,                      // palette 1, start row 0
-    64, 0, 64, 0, 32, 0, 32, 0, 64, 0, 64, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,  // bytes/row
-    16, 16, 16, 16, 8, 8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,                    // rows
+    64, 0, 64, 0, 64, 0, 64, 0, 64, 0, 64, 0, 64, 0, 64, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,  // bytes/row
+    16, 16, 16, 16, 16, 16, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0,              // rows
 };
-
-TARGET_AMX static void q4_levels_amx(const BlockQ4x16 *blk, uint8_t *out) {
-    const __m512i low = _mm512_set1_epi8(0x0F), high = _mm512_set1_epi8((char)0xF0);
-    for (int k = 0; k < 4; k++)
-        for (int i = 0; i < 8; i++) {
-            prefetch_lines(blk, PREFETCH_AHEAD, k, i);
-            __m512i v = _mm512_loadu_si512(blk->qs + 64 * (8 * k + i));
-            _mm512_store_si512(out + 512 * (2 * k) + 64 * i, _mm512_and_si512(v, low));
-            _mm512_store_si512(out + 512 * (2 * k + 1) + 64 * i, _mm512_and_si512(v, high));
-        }
-}
-
-// Row t of a C tile (token t's 16 row sums) into acc[t] += C[t] · (scale · dx_t) [− mn · dsum_t for q4].
-TARGET_AMX static INLINE void amx_accumulate(__m512 acc[16], const int32_t c[16][16], __m512 scale, const __m512 *mn,
-                                             const float *dx, const float *dsum, int bstride) {
-    #pragma GCC unroll 16
-    for (int t = 0; t < 16; t++) {
-        __m512i isum = _mm512_load_si512(c[t]);
-        if (mn) acc[t] = q4_accumulate512(acc[t], isum, scale, *mn, dx[t * bstride], dsum[t * bstride]);
-        else acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(scale, _mm512_set1_ps(dx[t * bstride])),
-                                      acc[t]);
-    }
-}
-
-// The tiles come in two sets, s = 0, 1: C tmm0+s, A tmm2+s, B tmm4+s. Step i (a q8 block or a q4 sub-block)
-// uses set i % 2, so the multiply of step i+1 runs while the sums of step i are scaled.
 static _Thread_local int amx_configured;  // ldtilecfg done on this thread
 
-TARGET_AMX static INLINE void amx_multiply(int set, const int8_t *a, int astride, const void *b, int q4) {
-    if (set == 0) {
-        _tile_zero(0);
-        _tile_loadd(2, a, astride);
-        _tile_loadd(4, b, 64);
-        if (q4) _tile_dpbsud(0, 2, 4);
-        else _tile_dpbssd(0, 2, 4);
-    } else {
-        _tile_zero(1);
-        _tile_loadd(3, a, astride);
-        _tile_loadd(5, b, 64);
-        if (q4) _tile_dpbsud(1, 3, 5);
-        else _tile_dpbssd(1, 3, 5);
+// One line of a group block as floats, f[q] = rows 4q .. 4q+3 x 4 weights in line order, into B lines
+// out (weights 0, 1 of each row) and out + 32 (weights 2, 3). Rounded to bf16, rows 0-7 are 16 dwords
+// holding pair h of row r in dword 2r + h, and likewise rows 8-15: a permute gathers each pair by row.
+TARGET_AMX static INLINE void amx_bf16_line(const __m512 f[4], uint16_t *out) {
+    const __m512i pair0 = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i pair1 = _mm512_add_epi32(pair0, _mm512_set1_epi32(1));
+    __m512i rows0 = (__m512i)_mm512_cvtne2ps_pbh(f[1], f[0]), rows8 = (__m512i)_mm512_cvtne2ps_pbh(f[3], f[2]);
+    _mm512_store_si512(out, _mm512_permutex2var_epi32(rows0, pair0, rows8));
+    _mm512_store_si512(out + 32, _mm512_permutex2var_epi32(rows0, pair1, rows8));
+}
+
+// The 16 lanes of v (one per row) spread over a line's order: by_row(v)[q] lane e = v[4q + e/4].
+TARGET_AMX static INLINE void amx_by_row(__m512 v, __m512 out[4]) {
+    const __m512i first = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+    #pragma GCC unroll 4
+    for (int q = 0; q < 4; q++) out[q] = _mm512_permutexvar_ps(_mm512_add_epi32(first, _mm512_set1_epi32(4 * q)), v);
+}
+
+// A q4 group block widened: sub-block j's 32 columns at out + 512j (16 lines of 32 bf16). Line 8(j/2) + i
+// holds them as v & 0x0F (j even) or v & 0xF0, levels times 16, whose scales q4_odd = 1/16 divides: the same
+// fp32 value q·s − m either way.
+TARGET_AMX static void q4_bf16_amx(const BlockQ4x16 *blk, const float *scales, uint16_t *out) {
+    for (int j = 0; j < 8; j++) {
+        __m512 s[4], m[4];
+        amx_by_row(_mm512_loadu_ps(scales + 16 * j), s);
+        amx_by_row(_mm512_loadu_ps(scales + 128 + 16 * j), m);
+        const __m512i mask = _mm512_set1_epi32(j % 2 ? 0xF0 : 0x0F);
+        for (int i = 0; i < 8; i++) {
+            const uint8_t *line = blk->qs + 64 * (8 * (j / 2) + i);
+            if (j % 2 == 0) prefetch_lines(blk, PREFETCH_AHEAD, j / 2, i);
+            __m512 f[4];
+            #pragma GCC unroll 4
+            for (int q = 0; q < 4; q++) {
+                __m512i v = _mm512_and_si512(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(line + 16 * q))), mask);
+                f[q] = _mm512_fmsub_ps(_mm512_cvtepi32_ps(v), s[q], m[q]);
+            }
+            amx_bf16_line(f, out + 512 * j + 64 * i);
+        }
     }
 }
 
-TARGET_AMX static INLINE void amx_store(int set, int32_t c[16][16]) {
-    if (set == 0) _tile_stored(0, c, 64);
-    else _tile_stored(1, c, 64);
-}
-
-// Step i of a tile: q8 block i, or q4 sub-block i % 8 of super-block i / 8.
-TARGET_AMX static INLINE void amx_step(const Tile *p, int q4, int i) {
-    if (q4) amx_multiply(i % 2, p->xq + 32 * i, p->xstride, p->levels + 512 * i, 1);
-    else amx_multiply(i % 2, p->xq + QK8 * i, p->xstride, ((const BlockQ8x16 *)p->w + i)->q, 0);
-}
-
-// The sums of step i (stored in c) into acc.
-TARGET_AMX static INLINE void amx_scale_step(const Tile *p, int q4, int i, __m512 acc[16], const int32_t c[16][16]) {
-    if (q4) {
-        const float *sc = p->scales + 256 * (i / 8) + 16 * (i % 8);
-        __m512 mn = _mm512_loadu_ps(sc + 128);
-        amx_accumulate(acc, c, _mm512_loadu_ps(sc), &mn, p->dx + i, p->dsum + i, p->bstride);
-    } else {
-        const BlockQ8x16 *blk = (const BlockQ8x16 *)p->w + i;
-        prefetch_lines(blk, p->prefetch, 0, 0);
-        __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)blk->d));
-        amx_accumulate(acc, c, d, NULL, p->dx + i, NULL, p->bstride);
+// A q8 group block widened (32 columns: 512 bf16): w = d·q.
+TARGET_AMX static void q8_bf16_amx(const BlockQ8x16 *blk, uint16_t *out) {
+    __m512 d[4];
+    amx_by_row(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)blk->d)), d);
+    prefetch_lines(blk, PREFETCH_AHEAD, 0, 0);
+    for (int i = 0; i < 8; i++) {
+        __m512 f[4];
+        #pragma GCC unroll 4
+        for (int q = 0; q < 4; q++)
+            f[q] = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk->q + 64 * i + 16 * q)))), d[q]);
+        amx_bf16_line(f, out + 64 * i);
     }
 }
 
-// One turn of the pipeline: store the sums of step i (tile set `set`) to c[set], start step i+1 on the other
-// set, and meanwhile scale the sums of step i-1, stored a turn ago, so that stores have time to land before
-// they are read (and the tile unit, which works in order, never holds a store behind a multiply).
-TARGET_AMX static INLINE void amx_turn(const Tile *p, int q4, int i, int steps, const int set, __m512 acc[16],
-                                       int32_t c[2][16][16]) {
-    amx_store(set, c[set]);
-    if (i + 1 < steps) amx_step(p, q4, i + 1);
-    if (i > 0) amx_scale_step(p, q4, i - 1, acc, (const int32_t(*)[16])c[1 - set]);
+// n activations rounded to bf16 (to nearest even; n a multiple of 32), 32 at out + 512i.
+TARGET_AMX static void acts_bf16_amx(const float *x, int n, uint16_t *out) {
+    for (int i = 0; i < n; i += 32)
+        _mm512_store_si512(out + 16 * i, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + i + 16), _mm512_loadu_ps(x + i)));
 }
 
-TARGET_AMX static INLINE void amx_tile(const Tile *p, int q4) {
+// C tile c (0..3) loaded from, or stored to, rows `stride` bytes apart (tile numbers must be constants).
+TARGET_AMX static INLINE void amx_load_c(int c, const float *from, int stride) {
+    switch (c) {
+    case 0: _tile_loadd(0, from, stride); break;
+    case 1: _tile_loadd(1, from, stride); break;
+    case 2: _tile_loadd(2, from, stride); break;
+    default: _tile_loadd(3, from, stride); break;
+    }
+}
+
+TARGET_AMX static INLINE void amx_zero_c(int c) {
+    switch (c) {
+    case 0: _tile_zero(0); break;
+    case 1: _tile_zero(1); break;
+    case 2: _tile_zero(2); break;
+    default: _tile_zero(3); break;
+    }
+}
+
+TARGET_AMX static INLINE void amx_store_c(int c, float *to, int stride) {
+    switch (c) {
+    case 0: _tile_stored(0, to, stride); break;
+    case 1: _tile_stored(1, to, stride); break;
+    case 2: _tile_stored(2, to, stride); break;
+    default: _tile_stored(3, to, stride); break;
+    }
+}
+
+// One piece of 32 columns: weights w into B tile 6 + b, times the activations of the four C tiles.
+TARGET_AMX static INLINE void amx_step(const uint16_t *w, const uint16_t *x0, const uint16_t *x1, const uint16_t *x2,
+                                       const uint16_t *x3, int b) {
+    if (b) {
+        _tile_loadd(7, w, 64);
+        _tile_loadd(4, x0, 64);
+        _tile_dpbf16ps(0, 4, 7);
+        _tile_loadd(5, x1, 64);
+        _tile_dpbf16ps(1, 5, 7);
+        _tile_loadd(4, x2, 64);
+        _tile_dpbf16ps(2, 4, 7);
+        _tile_loadd(5, x3, 64);
+        _tile_dpbf16ps(3, 5, 7);
+    } else {
+        _tile_loadd(6, w, 64);
+        _tile_loadd(4, x0, 64);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_loadd(5, x1, 64);
+        _tile_dpbf16ps(1, 5, 6);
+        _tile_loadd(4, x2, 64);
+        _tile_dpbf16ps(2, 4, 6);
+        _tile_loadd(5, x3, 64);
+        _tile_dpbf16ps(3, 5, 6);
+    }
+}
+
+// nt <= 64 tokens in 4 C tiles of 16 over `steps` pieces of 32 columns: each piece of weights is loaded once
+// (into tmm6 and tmm7 by turns) for all, the activations into tmm4 and tmm5 by turns. The last tile may be
+// partial: it multiplies whatever the scratch holds past the batch, and only its first rows are kept; the
+// tiles past it multiply the first tile's activations again, and are dropped.
+TARGET_AMX static void amx_tile(const Tile *p, int nt, int steps) {
     if (!amx_configured) {
         _tile_loadconfig(amx_config);
         amx_configured = 1;
     }
-    __m512 acc[16];
-    #pragma GCC unroll 16
-    for (int t = 0; t < 16; t++) acc[t] = p->load ? _mm512_loadu_ps(p->out + t * p->ostride) : _mm512_setzero_ps();
-    _Alignas(64) int32_t c[2][16][16];
-    int steps = q4 ? 8 * p->nb : p->nb;
-    amx_step(p, q4, 0);
-    for (int i = 0; i < steps; i += 2) {  // two turns at a time: tile sets 0 and 1 by name
-        amx_turn(p, q4, i, steps, 0, acc, c);
-        if (i + 1 < steps) amx_turn(p, q4, i + 1, steps, 1, acc, c);
+    _Alignas(64) float part[16][16];
+    int tiles = (nt + 15) / 16, last = nt - 16 * (tiles - 1);
+    for (int c = 0; c < 4; c++) {
+        float *out = p->out + (size_t)16 * c * p->ostride;
+        if (!p->load || c >= tiles) {
+            amx_zero_c(c);
+        } else if (c < tiles - 1 || last == 16) {
+            amx_load_c(c, out, p->ostride * 4);
+        } else {
+            for (int t = 0; t < last; t++) memcpy(part[t], out + t * p->ostride, sizeof part[t]);
+            amx_load_c(c, part[0], 64);
+        }
     }
-    amx_scale_step(p, q4, steps - 1, acc, (const int32_t(*)[16])c[(steps - 1) % 2]);
-    #pragma GCC unroll 16
-    for (int t = 0; t < 16; t++) _mm512_storeu_ps(p->out + t * p->ostride, acc[t]);
+    const uint16_t *x0 = p->xb, *x1 = tiles > 1 ? x0 + p->xbstride : x0;
+    const uint16_t *x2 = tiles > 2 ? x0 + 2 * p->xbstride : x0, *x3 = tiles > 3 ? x0 + 3 * p->xbstride : x0;
+    for (int i = 0; i < steps; i += 2) {  // B tiles 6 and 7 by turns, so that a load need not wait for a multiply
+        amx_step(p->wb + 512 * i, x0 + 512 * i, x1 + 512 * i, x2 + 512 * i, x3 + 512 * i, 0);
+        int j = i + 1;
+        if (j < steps) amx_step(p->wb + 512 * j, x0 + 512 * j, x1 + 512 * j, x2 + 512 * j, x3 + 512 * j, 1);
+    }
+    for (int c = 0; c < tiles; c++) {
+        float *out = p->out + (size_t)16 * c * p->ostride;
+        if (c < tiles - 1 || last == 16) {
+            amx_store_c(c, out, p->ostride * 4);
+        } else {
+            amx_store_c(c, part[0], 64);
+            for (int t = 0; t < last; t++) memcpy(out + t * p->ostride, part[t], sizeof part[t]);
+        }
+    }
 }
 
 TARGET_AMX static void q4_tile_amx(const Tile *p, int nt) {
-    if (nt < 16 || !p->levels) q4_tile_vnni(p, nt);
-    else amx_tile(p, 1);
+    if (p->wb) amx_tile(p, nt, 8 * p->nb);
+    else q4_tile_vnni(p, nt);
 }
 
 TARGET_AMX static void q8_tile_amx(const Tile *p, int nt) {
-    if (nt < 16) q8_tile_vnni(p, nt);
-    else amx_tile(p, 0);
+    if (p->wb) amx_tile(p, nt, p->nb);
+    else q8_tile_vnni(p, nt);
 }
 
-// Whether AMX int8 runs: the CPU has it (CPUID 7.0 EDX bits 24, 25) and the kernel lets this process use
-// the tile data (Linux: arch_prctl ARCH_REQ_XCOMP_PERM, once, for all threads).
+// Whether AMX bf16 runs: the CPU has it (CPUID 7.0 EDX bits 22, 24: AMX-BF16, AMX-TILE; 7.1 EAX bit 5:
+// AVX512-BF16) and the kernel lets this process use the tile data (Linux: arch_prctl ARCH_REQ_XCOMP_PERM,
+// once, for all threads).
 static int amx_usable(void) {
     static int usable = -1;
     if (usable >= 0) return usable;
-    unsigned a, b, c, d;
-    usable = __get_cpuid_count(7, 0, &a, &b, &c, &d) && (d >> 24 & 1) && (d >> 25 & 1);
+    unsigned a, b, c, d, a1, b1, c1, d1;
+    usable = __get_cpuid_count(7, 0, &a, &b, &c, &d) && (d >> 22 & 1) && (d >> 24 & 1) &&
+             __get_cpuid_count(7, 1, &a1, &b1, &c1, &d1) && (a1 >> 5 & 1);
 #if defined(__linux__)
     if (usable) usable = syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0;
 #else
@@ -1795,7 +1869,8 @@ static int amx_usable(void) {
 }
 
 static const Kernels kernels_amx = {"amx", q4_tile_amx, q8_tile_amx, q4_scales_avx512, 1.0f / 16, f16_rows_avx512,
-                                    f32_rows_avx512, scores_avx512, mix_avx512, quantize_avx512, 16, 1, q4_levels_amx};
+                                    f32_rows_avx512, scores_avx512, mix_avx512, quantize_avx512, 8, 1,
+                                    acts_bf16_amx, q4_bf16_amx, q8_bf16_amx};
 #endif // x86
 
 // ---- arm64: NEON, and NEON with the dot-product instructions (sdot: ARMv8.2, optional before 8.4)
@@ -2011,10 +2086,10 @@ static void quantize_neon(const float *x, int nb, int8_t *q, float *d, int32_t *
 }
 
 static const Kernels kernels_neon = {"neon", q4_tile_neon, q8_tile_neon, q4_scales_scalar, 1.0f, f16_rows_neon,
-                                     f32_rows_neon, scores_neon, mix_neon, quantize_neon, 8, 0, NULL};
+                                     f32_rows_neon, scores_neon, mix_neon, quantize_neon, 8, 0, NULL, NULL, NULL};
 #ifdef HAVE_DOTPROD_KERNELS
 static const Kernels kernels_neondot = {"neon-dotprod", q4_tile_neondot, q8_tile_neondot, q4_scales_scalar, 1.0f,
-                                        f16_rows_neon, f32_rows_neon, scores_neon, mix_neon, quantize_neon, 8, 0, NULL};
+                                        f16_rows_neon, f32_rows_neon, scores_neon, mix_neon, quantize_neon, 8, 0, NULL, NULL, NULL};
 #endif
 #if defined(__linux__)
 #include <sys/auxv.h>
@@ -2130,9 +2205,10 @@ static int physical_cores(void) {
 }
 
 // Token chunks: q8/q4 activations are quantized into this scratch, so matmul never allocates.
-#define ACT_LEVELS (9 << 18)         // 2.25 MiB: 64 tokens of 32768 (the feed-forward's width) and padding
+#define ACT_LEVELS (9 << 19)         // 4.5 MiB: 128 tokens (a forward chunk) of 32768 (the feed-forward's width)
 #define ACT_BLOCKS (ACT_LEVELS / 16)
 static _Alignas(64) int8_t act_levels[ACT_LEVELS];
+static _Alignas(64) uint16_t act_bf16[2 * ACT_LEVELS];  // AMX; room for a partial tile past a chunk
 static float act_scales[ACT_BLOCKS], act_dsums[ACT_BLOCKS];
 static int32_t act_sums[ACT_BLOCKS];
 // Products smaller than this (multiply-adds) run on one thread: waking the others would cost more.
@@ -2143,38 +2219,41 @@ static Tile tile_at(const Tensor *w, int g, const QuantizedActs *a, int t, int c
     int q4 = w->type == TYPE_Q4, block = q4 ? QK4 : QK8;
     size_t j = (size_t)t * a->bstride + c / QK8, block_bytes = q4 ? sizeof(BlockQ4x16) : sizeof(BlockQ8x16);
     Tile p = {.w = (const uint8_t *)w->data + ((size_t)g * (w->cols / block) + c / block) * block_bytes, .nb = nb,
-              .xq = a->q + (size_t)t * a->xstride + c, .dx = a->d + j, .dsum = a->dsum + j, .sum = a->sum + j,
+              .xq = a->q + (size_t)t * a->xstride + c, .xb = a->xb ? a->xb + (size_t)t * a->cols + 16 * c : NULL, .xbstride = 16 * a->cols,
+              .dx = a->d + j, .dsum = a->dsum + j, .sum = a->sum + j,
               .xstride = a->xstride, .bstride = a->bstride, .out = out + (size_t)t * w->rows + g * QROWS,
               .ostride = w->rows};
     return p;
 }
 
 // out for the 16 rows of group g, the n tokens of a and the columns [k0, k1), a few blocks at a time: the
-// q4 scales of those blocks, then every tile over them (8, 4, 2, 1 tokens), the first tile fetching the
-// next blocks from memory, the others finding these in L1. A batch of 1, 2, 4 or 8 tokens (decoding) is one
-// tile over the whole range, which makes each q4 block's scales itself (q4_own_scales) or gets them block by
-// block just before the block's levels.
+// q4 scales of those blocks (AMX: the blocks widened to bf16), then every tile over them (8, 4, 2, 1 tokens;
+// AMX 64 and the rest), the first tile fetching the next blocks from memory, the others finding these in L1.
+// A batch of 1, 2, 4 or 8 tokens (decoding) is one tile over the whole range, which makes each q4 block's
+// scales itself (q4_own_scales) or gets them block by block just before the block's levels.
 static void matmul_group(const Kernels *k, const Tensor *w, int g, const QuantizedActs *a, int n, int k0, int k1,
                          float *out) {
     int q4 = w->type == TYPE_Q4, block = q4 ? QK4 : QK8, one_tile = n <= 8 && (n & (n - 1)) == 0;
-    int own_scales = q4 && one_tile && k->q4_own_scales;
+    int own_scales = q4 && one_tile && k->q4_own_scales, wide = a->xb != NULL;
     int step = !one_tile ? (q4 ? 4 : 16) : q4 && !own_scales ? 1 : (k1 - k0) / block;  // about 9 KiB, or all
     TileKernel *kernel = q4 ? k->q4 : k->q8;
     float scales[4 * 256];
-    _Alignas(64) uint8_t levels[4 * 4096];
-    int unpack = q4 && k->q4_levels && n >= 16;
+    _Alignas(64) uint16_t wb[4 * 4096];  // widened: 32 KiB
     for (int c = k0; c < k1; c += step * block) {
         int nb = (k1 - c) / block < step ? (k1 - c) / block : step;
-        if (q4 && !own_scales) {
-            const BlockQ4x16 *first = tile_at(w, g, a, 0, c, nb, out).w;
-            for (int b = 0; b < nb; b++) k->q4_scales(first + b, k->q4_odd, scales + 256 * b);
-            for (int b = 0; b < nb && unpack; b++) k->q4_levels(first + b, levels + 4096 * b);
+        const void *first = tile_at(w, g, a, 0, c, nb, out).w;
+        for (int b = 0; b < nb && q4 && !own_scales; b++)
+            k->q4_scales((const BlockQ4x16 *)first + b, k->q4_odd, scales + 256 * b);
+        for (int b = 0; b < nb && wide; b++) {
+            if (q4) k->q4_bf16((const BlockQ4x16 *)first + b, scales + 256 * b, wb + 4096 * b);
+            else k->q8_bf16((const BlockQ8x16 *)first + b, wb + 512 * b);
         }
         for (int t = 0, nt; t < n; t += nt) {
-            for (nt = k->max_tile; nt > n - t; nt /= 2) {}
+            if (wide) nt = n - t < 64 ? n - t : 64;
+            else for (nt = k->max_tile; nt > n - t; nt /= 2) {}
             Tile p = tile_at(w, g, a, t, c, nb, out);
             p.scales = own_scales ? NULL : scales;
-            p.levels = unpack ? levels : NULL;
+            p.wb = wide ? wb : NULL;
             p.load = c > 0;
             p.prefetch = t == 0 ? PREFETCH_AHEAD : 0;
             kernel(&p, nt);
@@ -2186,7 +2265,7 @@ static void matmul_group(const Kernels *k, const Tensor *w, int g, const Quantiz
 // q8/q4: the tokens go in chunks that the activation scratch holds, and the columns in ranges whose
 // activations stay in a core's cache (n · range <= 512 KiB of levels), each range through every group before
 // the next; the threads split the groups evenly, the same way for every range. The sums of each token are
-// the same whatever n is: a token gives the same logits alone or in a batch.
+// the same whatever n is: a token gives the same logits alone or in a batch (AMX: in any batch of 16 or more).
 static void matmul(float *out, const float *x, int n, const Tensor *w) {
     if (!kernels) kernels = kernels_for_cpu();
     const Kernels *k = kernels;
@@ -2197,7 +2276,7 @@ static void matmul(float *out, const float *x, int n, const Tensor *w) {
         for (int r0 = 0; r0 < rows; r0 += QROWS) rk(w, r0, r0 + QROWS < rows ? r0 + QROWS : rows, x, n, out);
         return;
     }
-    QuantizedActs a = {cols, act_levels, act_scales, act_dsums, act_sums, cols + 64, cols / QK8 + 16};
+    QuantizedActs a = {cols, act_levels, act_scales, act_dsums, act_sums, NULL, cols + 64, cols / QK8 + 16};
     int chunk = ACT_LEVELS / a.xstride < ACT_BLOCKS / a.bstride ? ACT_LEVELS / a.xstride : ACT_BLOCKS / a.bstride;
     for (int t0 = 0; t0 < n; t0 += chunk) {
         int nt = n - t0 < chunk ? n - t0 : chunk;
@@ -2205,10 +2284,14 @@ static void matmul(float *out, const float *x, int n, const Tensor *w) {
         range = range < QK4 ? QK4 : range;
         const float *xt = x + (size_t)t0 * cols;
         float *ot = out + (size_t)t0 * rows;
+        a.xb = k->acts_bf16 && nt >= 16 ? act_bf16 : NULL;
         #pragma omp parallel if ((double)rows * cols * nt >= PARALLEL_WORK)
         {
             #pragma omp for schedule(static)
-            for (int t = 0; t < nt; t++) quantize_token(k, &a, t, xt + (size_t)t * cols);
+            for (int t = 0; t < nt; t++) {
+                if (a.xb) k->acts_bf16(xt + (size_t)t * cols, cols, a.xb + (size_t)(t / 16) * 16 * cols + 32 * (t % 16));
+                else quantize_token(k, &a, t, xt + (size_t)t * cols);
+            }
             for (int k0 = 0; k0 < cols; k0 += range) {
                 int k1 = cols - k0 < range ? cols : k0 + range;
                 #pragma omp for schedule(static)
@@ -2993,7 +3076,7 @@ static int run_model(const Options *o, const Model *m, const Tokenizer *tok) {
     Tokens prompt = {0};
     ss.sampler = (Sampler){o->temperature, o->top_k, o->top_p, o->min_p, o->seed * 2654435761u + 1, NULL};
     ss.sampler.candidates = malloc(c->vocab_size * sizeof(Candidate));
-    int rc = ss.sampler.candidates ? runstate_init(&ss.state, c, 64, context) : fail("out of memory");
+    int rc = ss.sampler.candidates ? runstate_init(&ss.state, c, 128, context) : fail("out of memory");
     if (rc == 0 && o->dump_logits && !(ss.dump_logits = fopen(o->dump_logits, "wb")))
         rc = fail("%s: %s", o->dump_logits, strerror(errno));
 

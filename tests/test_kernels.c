@@ -20,6 +20,11 @@
 // up to steps · 2^-23 · sum |terms| (in practice far less: the worst is printed), and all SIMD sets must
 // give the same bits as each other. f32/f16 kernels sum in other orders (lanes): the same bound with
 // steps = columns. Each token's results must not depend on how many tokens share the batch.
+//
+// The AMX set multiplies batches of 16 tokens or more in bf16 (run.c, "x86 with AMX tiles"): there it must
+// agree with a float64 sum of the same bf16 values (weights widened in fp32 and rounded, activations
+// rounded) within columns · 2^-24 · sum|terms| (fp32 sums), and give each token the same bits in any such
+// batch; smaller batches run the VNNI kernels and are checked as above.
 #define main run_main
 #include "run.c"
 #undef main
@@ -149,6 +154,85 @@ static void magnitudes(const Tensor *w, const float *x, int n, double *mag) {
 
 static int same_bits(const float *a, const float *b, size_t n) { return memcmp(a, b, n * sizeof(float)) == 0; }
 
+// f rounded to bf16 (to nearest even), as a float; finite f only.
+static float to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    u = (u + 0x7FFF + (u >> 16 & 1)) & 0xFFFF0000u;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+// Row r of a q4/q8 matrix as the AMX kernels widen it: q4 w = fma(q, d·sc, −dmin·mn) and q8 w = d·q in
+// fp32 (both products exact), rounded to bf16.
+static void bf16_row(const Tensor *w, int r, float *out) {
+    const uint8_t *data = w->data;
+    for (int b = 0; b < w->cols / (w->type == TYPE_Q4 ? QK4 : QK8); b++) {
+        if (w->type == TYPE_Q4) {
+            BlockQ4 blk;
+            q4x16_get_row((const BlockQ4x16 *)data + (size_t)(r / QROWS) * (w->cols / QK4) + b, r % QROWS, &blk);
+            int v[16];
+            q4_unpack_scales(blk.scales, v);
+            float d = fp16_to_f32(blk.d), dmin = fp16_to_f32(blk.dmin);
+            for (int j = 0; j < 8; j++)
+                for (int i = 0; i < 32; i++) {
+                    uint8_t byte = blk.qs[32 * (j / 2) + i];
+                    int q = j % 2 ? byte >> 4 : byte & 15;
+                    out[QK4 * b + 32 * j + i] = to_bf16(fmaf((float)q, d * (float)v[j], -(dmin * (float)v[8 + j])));
+                }
+        } else {
+            BlockQ8 blk;
+            q8x16_get_row((const BlockQ8x16 *)data + (size_t)(r / QROWS) * (w->cols / QK8) + b, r % QROWS, &blk);
+            for (int i = 0; i < QK8; i++) out[QK8 * b + i] = to_bf16(fp16_to_f32(blk.d) * (float)blk.q[i]);
+        }
+    }
+}
+
+// The AMX result for a batch of 16 or more, in float64, and sum|terms|.
+static void bf16_products(const Tensor *w, const float *x, int n, double *want, double *mag) {
+    float *row = malloc(sizeof(float) * w->cols), *xb = malloc(sizeof(float) * w->cols);
+    for (int r = 0; r < w->rows; r++) {
+        bf16_row(w, r, row);
+        for (int t = 0; t < n; t++) {
+            for (int i = 0; i < w->cols; i++) xb[i] = to_bf16(x[(size_t)t * w->cols + i]);
+            double sum = 0, m = 0;
+            for (int i = 0; i < w->cols; i++) {
+                sum += (double)row[i] * xb[i];
+                m += fabs((double)row[i] * xb[i]);
+            }
+            want[(size_t)t * w->rows + r] = sum;
+            mag[(size_t)t * w->rows + r] = m;
+        }
+    }
+    free(row); free(xb);
+}
+
+// The AMX set on a batch of n >= 16: against bf16_products, and each token the same bits when its batch is
+// only the first or the last 16 tokens.
+static void check_amx_batch(const Kernels *amx, const Tensor *w, const float *x, int n) {
+    size_t size = (size_t)n * w->rows;
+    double *want = malloc(size * sizeof(double)), *mag = malloc(size * sizeof(double));
+    float *got = malloc(size * sizeof(float)), *part = malloc((size_t)16 * w->rows * sizeof(float));
+    bf16_products(w, x, n, want, mag);
+    kernels = amx;
+    matmul(got, x, n, w);
+    double worst = 0;
+    int bad = 0;
+    for (size_t i = 0; i < size; i++) {
+        double e = fabs((double)got[i] - want[i]);
+        if (!(e <= (w->cols + 1) * 0x1p-24 * mag[i] + 1e-37)) bad++;
+        if (mag[i] > 0) worst = fmax(worst, e / mag[i]);
+    }
+    matmul(part, x, 16, w);
+    int same = same_bits(part, got, (size_t)16 * w->rows);
+    matmul(part, x + (size_t)(n - 16) * w->cols, 16, w);
+    same = same && same_bits(part, got + (size_t)(n - 16) * w->rows, (size_t)16 * w->rows);
+    check(bad == 0 && same, "%-12s %s %3d x %5d, %2d tokens: %s (worst %.1e of sum|terms|)%s", amx->name,
+          type_name(w->type), w->rows, w->cols, n, bad ? "differs from the bf16 products" : "agrees with the bf16 products",
+          worst, same ? "" : "; a token in a batch of 16 gives other bits");
+    free(want); free(mag); free(got); free(part);
+}
+
 // One weight type and shape, every kernel set: against scalar (within tol · sum|terms|, relative) and
 // against each other (the SIMD sets bit for bit), for all n at once and token by token.
 static void check_case(uint32_t type, int rows, int cols, int n, const Kernels **sets, int n_sets) {
@@ -163,6 +247,10 @@ static void check_case(uint32_t type, int rows, int cols, int n, const Kernels *
     kernels = &kernels_scalar;
     matmul(want, x, n, &w);
     for (int s = 0; s < n_sets; s++) {
+        if (sets[s]->acts_bf16 && n >= 16 && (type == TYPE_Q4 || type == TYPE_Q8)) {
+            check_amx_batch(sets[s], &w, x, n);
+            continue;
+        }
         kernels = sets[s];
         for (size_t i = 0; i < size; i++) got[i] = NAN;
         matmul(got, x, n, &w);
@@ -296,8 +384,8 @@ int main(int argc, char **argv) {
         {TYPE_Q4, 16, 20480, 5}, {TYPE_Q4, 32, 2048, 64},  {TYPE_Q4, 16, 20480, 33}, {TYPE_Q4, 48, 1280, 37},
         {TYPE_Q8, 16, 32, 1},    {TYPE_Q8, 48, 96, 7},     {TYPE_Q8, 16, 20512, 17}, {TYPE_Q8, 32, 96, 16},
         {TYPE_Q8, 32, 640, 13},  {TYPE_Q8, 16, 20512, 3},  {TYPE_Q8, 64, 4096, 64}, {TYPE_F32, 1, 1, 1},
-        {TYPE_F32, 7, 33, 5},    {TYPE_F32, 23, 588, 9},   {TYPE_F32, 16, 64, 4},   {TYPE_F16, 5, 17, 3},
-        {TYPE_F16, 19, 200, 6},  {TYPE_F16, 32, 4096, 2},
+        {TYPE_Q4, 32, 512, 130}, {TYPE_Q8, 48, 160, 70},   {TYPE_F32, 7, 33, 5},    {TYPE_F32, 23, 588, 9},
+        {TYPE_F32, 16, 64, 4},   {TYPE_F16, 5, 17, 3},     {TYPE_F16, 19, 200, 6},  {TYPE_F16, 32, 4096, 2},
     };
     for (size_t c = 0; c < sizeof cases / sizeof *cases; c++)
         check_case(cases[c].type, cases[c].rows, cases[c].cols, cases[c].n, sets, n_sets);
