@@ -20,9 +20,11 @@ threads=${THREADS:-$cores}
 cat "$model" > /dev/null  # into the page cache: decode should read memory, not the disk
 
 mem_bw=$(tests/bench membw "$threads")
+file_bw=$(tests/bench filebw "$model" "$threads")
 peak_flops=$(tests/bench flops "$threads")
 bytes_per_token=$(tests/bench weight-bytes "$model")
-echo "machine: read bandwidth $mem_bw GB/s, fp32 FMA peak $peak_flops GFLOP/s ($threads threads)"
+echo "machine: read bandwidth $mem_bw GB/s (the model file's pages: $file_bw GB/s)," \
+     "fp32 FMA peak $peak_flops GFLOP/s ($threads threads)"
 
 # a 512-token prompt (PROMPT_TOKENS=N to change it), then 64 generated tokens
 prompt=$(seq -s, 1000 $((999 + ${PROMPT_TOKENS:-512})))
