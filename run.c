@@ -1678,13 +1678,13 @@ static const Kernels kernels_vnni = {"avx512-vnni", q4_tile_vnni, q8_tile_vnni, 
 #define TARGET_AMX __attribute__((target( \
     "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx512bf16,amx-tile,amx-bf16")))
 
-// The tile configuration (palette 1): tmm0-3 C, tmm4-5 A, tmm6-7 B, each 16 rows of 64 bytes. A global, so it is
+// The tile configuration (palette 1): tmm0-3 C, tmm4-5 A, tmm6 B, each 16 rows of 64 bytes. A global, so it is
 // surely in memory when ldtilecfg reads it (a local one may not be written: the compiler cannot see that
 // the instruction reads it).
 static const _Alignas(64) uint8_t amx_config[64] = {
     1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,                      // palette 1, start row 0
-    64, 0, 64, 0, 64, 0, 64, 0, 64, 0, 64, 0, 64, 0, 64, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,  // bytes/row
-    16, 16, 16, 16, 16, 16, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0,              // rows
+    64, 0, 64, 0, 64, 0, 64, 0, 64, 0, 64, 0, 64, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,  // bytes/row
+    16, 16, 16, 16, 16, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0, 0,               // rows
 };
 static _Thread_local int amx_configured;  // ldtilecfg done on this thread
 
@@ -1777,35 +1777,8 @@ TARGET_AMX static INLINE void amx_store_c(int c, float *to, int stride) {
     }
 }
 
-// One piece of 32 columns: weights w into B tile 6 + b, times the activations of the four C tiles.
-TARGET_AMX static INLINE void amx_step(const uint16_t *w, const uint16_t *x0, const uint16_t *x1, const uint16_t *x2,
-                                       const uint16_t *x3, int b) {
-    if (b) {
-        _tile_loadd(7, w, 64);
-        _tile_loadd(4, x0, 64);
-        _tile_dpbf16ps(0, 4, 7);
-        _tile_loadd(5, x1, 64);
-        _tile_dpbf16ps(1, 5, 7);
-        _tile_loadd(4, x2, 64);
-        _tile_dpbf16ps(2, 4, 7);
-        _tile_loadd(5, x3, 64);
-        _tile_dpbf16ps(3, 5, 7);
-    } else {
-        _tile_loadd(6, w, 64);
-        _tile_loadd(4, x0, 64);
-        _tile_dpbf16ps(0, 4, 6);
-        _tile_loadd(5, x1, 64);
-        _tile_dpbf16ps(1, 5, 6);
-        _tile_loadd(4, x2, 64);
-        _tile_dpbf16ps(2, 4, 6);
-        _tile_loadd(5, x3, 64);
-        _tile_dpbf16ps(3, 5, 6);
-    }
-}
-
 // nt <= 64 tokens in 4 C tiles of 16 over `steps` pieces of 32 columns: each piece of weights is loaded once
-// (into tmm6 and tmm7 by turns) for all, the activations into tmm4 and tmm5 by turns. The last tile may be
-// partial: it multiplies whatever the scratch holds past the batch, and only its first rows are kept; the
+// (into tmm6) for all, the activations into tmm4 and tmm5 by turns. The last tile may be partial: it multiplies whatever the scratch holds past the batch, and only its first rows are kept; the
 // tiles past it multiply the first tile's activations again, and are dropped.
 TARGET_AMX static void amx_tile(const Tile *p, int nt, int steps) {
     if (!amx_configured) {
@@ -1827,10 +1800,16 @@ TARGET_AMX static void amx_tile(const Tile *p, int nt, int steps) {
     }
     const uint16_t *x0 = p->xb, *x1 = tiles > 1 ? x0 + p->xbstride : x0;
     const uint16_t *x2 = tiles > 2 ? x0 + 2 * p->xbstride : x0, *x3 = tiles > 3 ? x0 + 3 * p->xbstride : x0;
-    for (int i = 0; i < steps; i += 2) {  // B tiles 6 and 7 by turns, so that a load need not wait for a multiply
-        amx_step(p->wb + 512 * i, x0 + 512 * i, x1 + 512 * i, x2 + 512 * i, x3 + 512 * i, 0);
-        int j = i + 1;
-        if (j < steps) amx_step(p->wb + 512 * j, x0 + 512 * j, x1 + 512 * j, x2 + 512 * j, x3 + 512 * j, 1);
+    for (int i = 0; i < steps; i++) {
+        _tile_loadd(6, p->wb + 512 * i, 64);
+        _tile_loadd(4, x0 + 512 * i, 64);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_loadd(5, x1 + 512 * i, 64);
+        _tile_dpbf16ps(1, 5, 6);
+        _tile_loadd(4, x2 + 512 * i, 64);
+        _tile_dpbf16ps(2, 4, 6);
+        _tile_loadd(5, x3 + 512 * i, 64);
+        _tile_dpbf16ps(3, 5, 6);
     }
     for (int c = 0; c < tiles; c++) {
         float *out = p->out + (size_t)16 * c * p->ostride;
