@@ -2223,11 +2223,10 @@ static void matmul_group(const Kernels *k, const Tensor *w, int g, const Quantiz
     for (int c = k0; c < k1; c += step * block) {
         int nb = (k1 - c) / block < step ? (k1 - c) / block : step;
         const void *first = tile_at(w, g, a, 0, c, nb, out).w;
-        for (int b = 0; b < nb && q4 && !own_scales; b++)
-            k->q4_scales((const BlockQ4x16 *)first + b, k->q4_odd, scales + 256 * b);
-        for (int b = 0; b < nb && wide; b++) {
-            if (q4) k->q4_bf16((const BlockQ4x16 *)first + b, scales + 256 * b, wb + 4096 * b);
-            else k->q8_bf16((const BlockQ8x16 *)first + b, wb + 512 * b);
+        for (int b = 0; b < nb; b++) {  // block by block, so that the widening's prefetches cover the scales
+            if (q4 && !own_scales) k->q4_scales((const BlockQ4x16 *)first + b, k->q4_odd, scales + 256 * b);
+            if (wide && q4) k->q4_bf16((const BlockQ4x16 *)first + b, scales + 256 * b, wb + 4096 * b);
+            if (wide && !q4) k->q8_bf16((const BlockQ8x16 *)first + b, wb + 512 * b);
         }
         for (int t = 0, nt; t < n; t += nt) {
             if (wide) nt = n - t < 64 ? n - t : 64;
