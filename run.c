@@ -848,14 +848,15 @@ typedef struct {
                                  // same few cache sets, and a tile reads 8 or 16 of them at once
 } QuantizedActs;
 
-// A tile: the 16 rows of one group times nt tokens (nt = 1, 2, 4, 8, or 1..64 for AMX), over nb blocks (q8:
+// A tile: the 16 rows of one group times nt tokens (nt = 1, 2, 4, 8, or 1..32 for AMX), over nb blocks (q8:
 // 32 columns, q4: 256). The kernels keep a tile's sums in registers.
 typedef struct {
     const void *w;               // the group's first block: BlockQ8x16 or BlockQ4x16
     int nb;
     const float *scales;         // q4: 256 floats per block from the kernel set's q4_scales (NULL: the kernel
                                  // makes them itself, if the set's q4_own_scales)
-    const uint16_t *wb;          // AMX: the blocks widened to bf16 (q4_bf16, q8_bf16), else NULL
+    const uint16_t *wb, *wb2;    // AMX: the blocks widened to bf16 (q4_bf16, q8_bf16), else NULL; and those of
+                                 // the next group, which the tile also covers (out + 16), or NULL
     const int8_t *xq;            // levels of token 0 from the first block's columns; token t at + t·xstride
     const uint16_t *xb;          // AMX: the bf16 tile of tokens 0..15 and the first block's first 32 columns;
     int xbstride;                //   the next 16 tokens' xbstride values on
@@ -901,7 +902,7 @@ typedef struct {
     QuantizeKernel *quantize;
     int max_tile;                // tokens per tile: 8
     int q4_own_scales;           // its q4 kernel makes each block's scales itself when the tile has none
-    ActsBF16Kernel *acts_bf16;   // AMX, for batches of 16 tokens or more (tiles of up to 64); else NULL
+    ActsBF16Kernel *acts_bf16;   // AMX, for batches of 16 tokens or more (tiles of up to 32); else NULL
     Q4BF16Kernel *q4_bf16;
     Q8BF16Kernel *q8_bf16;
 } Kernels;
@@ -1678,13 +1679,13 @@ static const Kernels kernels_vnni = {"avx512-vnni", q4_tile_vnni, q8_tile_vnni, 
 #define TARGET_AMX __attribute__((target( \
     "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx512bf16,amx-tile,amx-bf16")))
 
-// The tile configuration (palette 1): tmm0-3 C, tmm4-5 A, tmm6 B, each 16 rows of 64 bytes. A global, so it is
+// The tile configuration (palette 1): tmm0-3 C, tmm4-5 A, tmm6-7 B, each 16 rows of 64 bytes. A global, so it is
 // surely in memory when ldtilecfg reads it (a local one may not be written: the compiler cannot see that
 // the instruction reads it).
 static const _Alignas(64) uint8_t amx_config[64] = {
     1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,                      // palette 1, start row 0
-    64, 0, 64, 0, 64, 0, 64, 0, 64, 0, 64, 0, 64, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,  // bytes/row
-    16, 16, 16, 16, 16, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0, 0,               // rows
+    64, 0, 64, 0, 64, 0, 64, 0, 64, 0, 64, 0, 64, 0, 64, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,  // bytes/row
+    16, 16, 16, 16, 16, 16, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0,              // rows
 };
 static _Thread_local int amx_configured;  // ldtilecfg done on this thread
 
@@ -1777,47 +1778,50 @@ TARGET_AMX static INLINE void amx_store_c(int c, float *to, int stride) {
     }
 }
 
-// nt <= 64 tokens in 4 C tiles of 16 over `steps` pieces of 32 columns: each piece of weights is loaded once
-// (into tmm6) for all, the activations into tmm4 and tmm5 by turns. The last tile may be partial: it multiplies whatever the scratch holds past the batch, and only its first rows are kept; the
-// tiles past it multiply the first tile's activations again, and are dropped.
+// nt <= 32 tokens (A tiles 4, 5: 16 tokens each) times the rows of the tile's group (weights wb, B tile 6)
+// and of the next group (wb2, B tile 7) over `steps` pieces of 32 columns: C tile 2h + u for group h and
+// tokens 16u.., four multiplies for the two A and two B tiles each step loads. A partial token tile
+// multiplies whatever the scratch holds past the batch, and only its first rows are kept; C tiles without
+// tokens or without a second group multiply the first ones again and are dropped.
 TARGET_AMX static void amx_tile(const Tile *p, int nt, int steps) {
     if (!amx_configured) {
         _tile_loadconfig(amx_config);
         amx_configured = 1;
     }
-    _Alignas(64) float part[16][16];
-    int tiles = (nt + 15) / 16, last = nt - 16 * (tiles - 1);
+    _Alignas(64) float part[2][16][16];
+    int tiles = (nt + 15) / 16, last = nt - 16 * (tiles - 1), groups = p->wb2 ? 2 : 1;
     for (int c = 0; c < 4; c++) {
-        float *out = p->out + (size_t)16 * c * p->ostride;
-        if (!p->load || c >= tiles) {
+        int h = c / 2, u = c % 2;
+        float *out = p->out + (size_t)16 * u * p->ostride + QROWS * h;
+        if (!p->load || u >= tiles || h >= groups) {
             amx_zero_c(c);
-        } else if (c < tiles - 1 || last == 16) {
+        } else if (u < tiles - 1 || last == 16) {
             amx_load_c(c, out, p->ostride * 4);
         } else {
-            for (int t = 0; t < last; t++) memcpy(part[t], out + t * p->ostride, sizeof part[t]);
-            amx_load_c(c, part[0], 64);
+            for (int t = 0; t < last; t++) memcpy(part[h][t], out + t * p->ostride, sizeof part[h][t]);
+            amx_load_c(c, part[h][0], 64);
         }
     }
-    const uint16_t *x0 = p->xb, *x1 = tiles > 1 ? x0 + p->xbstride : x0;
-    const uint16_t *x2 = tiles > 2 ? x0 + 2 * p->xbstride : x0, *x3 = tiles > 3 ? x0 + 3 * p->xbstride : x0;
+    const uint16_t *x0 = p->xb, *x1 = tiles > 1 ? x0 + p->xbstride : x0, *w0 = p->wb, *w1 = p->wb2 ? p->wb2 : w0;
     for (int i = 0; i < steps; i++) {
-        _tile_loadd(6, p->wb + 512 * i, 64);
         _tile_loadd(4, x0 + 512 * i, 64);
-        _tile_dpbf16ps(0, 4, 6);
         _tile_loadd(5, x1 + 512 * i, 64);
+        _tile_loadd(6, w0 + 512 * i, 64);
+        _tile_dpbf16ps(0, 4, 6);
         _tile_dpbf16ps(1, 5, 6);
-        _tile_loadd(4, x2 + 512 * i, 64);
-        _tile_dpbf16ps(2, 4, 6);
-        _tile_loadd(5, x3 + 512 * i, 64);
-        _tile_dpbf16ps(3, 5, 6);
+        _tile_loadd(7, w1 + 512 * i, 64);
+        _tile_dpbf16ps(2, 4, 7);
+        _tile_dpbf16ps(3, 5, 7);
     }
-    for (int c = 0; c < tiles; c++) {
-        float *out = p->out + (size_t)16 * c * p->ostride;
-        if (c < tiles - 1 || last == 16) {
+    for (int c = 0; c < 4; c++) {
+        int h = c / 2, u = c % 2;
+        float *out = p->out + (size_t)16 * u * p->ostride + QROWS * h;
+        if (u >= tiles || h >= groups) continue;
+        if (u < tiles - 1 || last == 16) {
             amx_store_c(c, out, p->ostride * 4);
         } else {
-            amx_store_c(c, part[0], 64);
-            for (int t = 0; t < last; t++) memcpy(out + t * p->ostride, part[t], sizeof part[t]);
+            amx_store_c(c, part[h][0], 64);
+            for (int t = 0; t < last; t++) memcpy(out + t * p->ostride, part[h][t], sizeof part[h][t]);
         }
     }
 }
@@ -2200,43 +2204,64 @@ static Tile tile_at(const Tensor *w, int g, const QuantizedActs *a, int t, int c
     int q4 = w->type == TYPE_Q4, block = q4 ? QK4 : QK8;
     size_t j = (size_t)t * a->bstride + c / QK8, block_bytes = q4 ? sizeof(BlockQ4x16) : sizeof(BlockQ8x16);
     Tile p = {.w = (const uint8_t *)w->data + ((size_t)g * (w->cols / block) + c / block) * block_bytes, .nb = nb,
-              .xq = a->q + (size_t)t * a->xstride + c, .xb = a->xb ? a->xb + (size_t)t * a->cols + 16 * c : NULL, .xbstride = 16 * a->cols,
-              .dx = a->d + j, .dsum = a->dsum + j, .sum = a->sum + j,
+              .xq = a->q + (size_t)t * a->xstride + c, .xb = a->xb ? a->xb + (size_t)t * a->cols + 16 * c : NULL,
+              .xbstride = 16 * a->cols,              .dx = a->d + j, .dsum = a->dsum + j, .sum = a->sum + j,
               .xstride = a->xstride, .bstride = a->bstride, .out = out + (size_t)t * w->rows + g * QROWS,
               .ostride = w->rows};
     return p;
 }
 
 // out for the 16 rows of group g, the n tokens of a and the columns [k0, k1), a few blocks at a time: the
-// q4 scales of those blocks (AMX: the blocks widened to bf16), then every tile over them (8, 4, 2, 1 tokens;
-// AMX 64 and the rest), the first tile fetching the next blocks from memory, the others finding these in L1.
+// q4 scales of those blocks, then every tile over them (8, 4, 2, 1 tokens), the first tile fetching the
+// next blocks from memory, the others finding these in L1.
 // A batch of 1, 2, 4 or 8 tokens (decoding) is one tile over the whole range, which makes each q4 block's
 // scales itself (q4_own_scales) or gets them block by block just before the block's levels.
 static void matmul_group(const Kernels *k, const Tensor *w, int g, const QuantizedActs *a, int n, int k0, int k1,
                          float *out) {
     int q4 = w->type == TYPE_Q4, block = q4 ? QK4 : QK8, one_tile = n <= 8 && (n & (n - 1)) == 0;
-    int own_scales = q4 && one_tile && k->q4_own_scales, wide = a->xb != NULL;
+    int own_scales = q4 && one_tile && k->q4_own_scales;
     int step = !one_tile ? (q4 ? 4 : 16) : q4 && !own_scales ? 1 : (k1 - k0) / block;  // about 9 KiB, or all
     TileKernel *kernel = q4 ? k->q4 : k->q8;
     float scales[4 * 256];
-    _Alignas(64) uint16_t wb[4 * 4096];  // widened: 32 KiB
     for (int c = k0; c < k1; c += step * block) {
         int nb = (k1 - c) / block < step ? (k1 - c) / block : step;
-        const void *first = tile_at(w, g, a, 0, c, nb, out).w;
-        for (int b = 0; b < nb; b++) {  // block by block, so that the widening's prefetches cover the scales
-            if (q4 && !own_scales) k->q4_scales((const BlockQ4x16 *)first + b, k->q4_odd, scales + 256 * b);
-            if (wide && q4) k->q4_bf16((const BlockQ4x16 *)first + b, scales + 256 * b, wb + 4096 * b);
-            if (wide && !q4) k->q8_bf16((const BlockQ8x16 *)first + b, wb + 512 * b);
-        }
+        const BlockQ4x16 *first = tile_at(w, g, a, 0, c, nb, out).w;
+        for (int b = 0; b < nb && q4 && !own_scales; b++) k->q4_scales(first + b, k->q4_odd, scales + 256 * b);
         for (int t = 0, nt; t < n; t += nt) {
-            if (wide) nt = n - t < 64 ? n - t : 64;
-            else for (nt = k->max_tile; nt > n - t; nt /= 2) {}
+            for (nt = k->max_tile; nt > n - t; nt /= 2) {}
             Tile p = tile_at(w, g, a, t, c, nb, out);
             p.scales = own_scales ? NULL : scales;
-            p.wb = wide ? wb : NULL;
             p.load = c > 0;
             p.prefetch = t == 0 ? PREFETCH_AHEAD : 0;
             kernel(&p, nt);
+        }
+    }
+}
+
+// The same with AMX (a->xb: bf16 activations) for groups g and g+1 (if there is one): their blocks widened
+// to bf16, four q4 or 16 q8 blocks at a time (64 KiB), each q4 block's scales just before it so that the
+// widening's prefetches cover them; then tiles of 32 tokens x both groups over them.
+static void matmul_groups_bf16(const Kernels *k, const Tensor *w, int g, const QuantizedActs *a, int n, int k0,
+                               int k1, float *out) {
+    int q4 = w->type == TYPE_Q4, block = q4 ? QK4 : QK8, step = q4 ? 4 : 16, groups = g + 1 < w->rows / QROWS ? 2 : 1;
+    float scales[256];
+    _Alignas(64) uint16_t wb[2][4 * 4096];
+    for (int c = k0; c < k1; c += step * block) {
+        int nb = (k1 - c) / block < step ? (k1 - c) / block : step;
+        for (int h = 0; h < groups; h++) {
+            const void *first = tile_at(w, g + h, a, 0, c, nb, out).w;
+            for (int b = 0; b < nb; b++) {
+                if (q4) k->q4_scales((const BlockQ4x16 *)first + b, k->q4_odd, scales);
+                if (q4) k->q4_bf16((const BlockQ4x16 *)first + b, scales, wb[h] + 4096 * b);
+                else k->q8_bf16((const BlockQ8x16 *)first + b, wb[h] + 512 * b);
+            }
+        }
+        for (int t = 0; t < n; t += 32) {
+            Tile p = tile_at(w, g, a, t, c, nb, out);
+            p.wb = wb[0];
+            p.wb2 = groups == 2 ? wb[1] : NULL;
+            p.load = c > 0;
+            (q4 ? k->q4 : k->q8)(&p, n - t < 32 ? n - t : 32);
         }
     }
 }
@@ -2275,7 +2300,10 @@ static void matmul(float *out, const float *x, int n, const Tensor *w) {
             for (int k0 = 0; k0 < cols; k0 += range) {
                 int k1 = cols - k0 < range ? cols : k0 + range;
                 #pragma omp for schedule(static)
-                for (int g = 0; g < rows / QROWS; g++) matmul_group(k, w, g, &a, nt, k0, k1, ot);
+                for (int g = 0; g < rows / QROWS; g += a.xb ? 2 : 1) {
+                    if (a.xb) matmul_groups_bf16(k, w, g, &a, nt, k0, k1, ot);
+                    else matmul_group(k, w, g, &a, nt, k0, k1, ot);
+                }
             }
         }
     }
