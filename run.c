@@ -790,8 +790,8 @@ int decoder_flush(TokenDecoder *d, char *out) {
 // matmul multiplies a batch of activation vectors by a weight matrix as the file stores it. The plain C
 // kernels below ("scalar") are its definition. Faster kernels for x86 (AVX2, AVX-512, AVX-512 VNNI) and
 // arm64 (NEON, NEON with the dot-product instructions) compute the same sums in the same order; AMX tiles
-// multiply batches of 16 tokens or more in bf16 instead (see there). One set is chosen once from the CPU's features (kernels_for_cpu, or --kernels) and tests/test_kernels.py
-// checks each against the scalar one. x86 kernels are compiled with __attribute__((target)), so a plain -O2
+// multiply batches of 16 tokens or more in bf16 instead (see there). One set is chosen once from the CPU's
+// features (kernels_for_cpu, or --kernels) and tests/test_kernels.py checks each against the scalar one. x86 kernels are compiled with __attribute__((target)), so a plain -O2
 // build runs on any x86-64. Attention's dot products and activation quantization are in the sets too.
 //
 // q8 and q4 weights are multiplied with activations quantized to int8 blocks of 32 (QuantizedActs), as
@@ -842,8 +842,8 @@ typedef struct {
     float *d;                    // (n, cols / 32) scale of each block; rows bstride apart
     float *dsum;                 // (n, cols / 32) d · Σ levels of the block: what q4's minimums multiply
     int32_t *sum;                // (n, cols / 32) Σ levels (x86 VNNI q8 adds 128 to make the weights unsigned)
-    uint16_t *xb;                // AMX, batches of 16 or more: the activations as bf16 in tiles of 16 tokens x 32
-                                 // columns (1 KiB): tile (T, i) of tokens 16T.. and columns 32i.. at xb + 512(T·cols/32 + i)
+    uint16_t *xb;                // AMX, batches of 16 or more: the activations as bf16 in tiles of 16 tokens x
+                                 // 32 columns (1 KiB), tokens 16T.. columns 32i.. at xb + 512(T·cols/32 + i)
     int xstride, bstride;        // cols + 64 and cols/32 + 16: rows a power of two apart would all map to the
                                  // same few cache sets, and a tile reads 8 or 16 of them at once
 } QuantizedActs;
@@ -900,9 +900,8 @@ typedef struct {
     ScoresKernel *scores;
     MixKernel *mix;
     QuantizeKernel *quantize;
-    int max_tile;                // tokens per tile: 8
     int q4_own_scales;           // its q4 kernel makes each block's scales itself when the tile has none
-    ActsBF16Kernel *acts_bf16;   // AMX, for batches of 16 tokens or more (tiles of up to 32); else NULL
+    ActsBF16Kernel *acts_bf16;   // AMX, for batches of 16 tokens or more; else NULL
     Q4BF16Kernel *q4_bf16;
     Q8BF16Kernel *q8_bf16;
 } Kernels;
@@ -1053,7 +1052,8 @@ static void quantize_scalar(const float *x, int nb, int8_t *q, float *d, int32_t
 }
 
 static const Kernels kernels_scalar = {"scalar", q4_tile_scalar, q8_tile_scalar, q4_scales_scalar, 1.0f,
-                                       f16_rows_scalar, f32_rows_scalar, scores_scalar, mix_scalar, quantize_scalar, 8, 0, NULL, NULL, NULL};
+                                       f16_rows_scalar, f32_rows_scalar, scores_scalar, mix_scalar, quantize_scalar, 0,
+                                       NULL, NULL, NULL};
 
 // ---- x86: AVX2, AVX-512, AVX-512 VNNI
 //
@@ -1655,11 +1655,12 @@ TARGET_AVX2 static void quantize_avx2(const float *x, int nb, int8_t *q, float *
 }
 
 static const Kernels kernels_avx2 = {"avx2", q4_tile_avx2, q8_tile_avx2, q4_scales_avx2, 1.0f, f16_rows_avx2,
-                                     f32_rows_avx2, scores_avx2, mix_avx2, quantize_avx2, 8, 0, NULL, NULL, NULL};
-static const Kernels kernels_avx512 = {"avx512", q4_tile_avx512, q8_tile_avx512, q4_scales_avx512, 1.0f, f16_rows_avx512,
-                                       f32_rows_avx512, scores_avx512, mix_avx512, quantize_avx512, 8, 0, NULL, NULL, NULL};
+                                     f32_rows_avx2, scores_avx2, mix_avx2, quantize_avx2, 0, NULL, NULL, NULL};
+static const Kernels kernels_avx512 = {"avx512", q4_tile_avx512, q8_tile_avx512, q4_scales_avx512, 1.0f,
+                                       f16_rows_avx512, f32_rows_avx512, scores_avx512, mix_avx512, quantize_avx512, 0,
+                                       NULL, NULL, NULL};
 static const Kernels kernels_vnni = {"avx512-vnni", q4_tile_vnni, q8_tile_vnni, q4_scales_avx512, 1.0f / 16,
-                                     f16_rows_avx512, f32_rows_avx512, scores_avx512, mix_avx512, quantize_avx512, 8,
+                                     f16_rows_avx512, f32_rows_avx512, scores_avx512, mix_avx512, quantize_avx512,
                                      1, NULL, NULL, NULL};
 
 // ---- x86 with AMX tiles (Sapphire Rapids and later): bf16 matrix products for batches of 16 tokens or more
@@ -1679,9 +1680,9 @@ static const Kernels kernels_vnni = {"avx512-vnni", q4_tile_vnni, q8_tile_vnni, 
 #define TARGET_AMX __attribute__((target( \
     "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx512bf16,amx-tile,amx-bf16")))
 
-// The tile configuration (palette 1): tmm0-3 C, tmm4-5 A, tmm6-7 B, each 16 rows of 64 bytes. A global, so it is
-// surely in memory when ldtilecfg reads it (a local one may not be written: the compiler cannot see that
-// the instruction reads it).
+// The tile configuration (palette 1): tmm0-3 C, tmm4-5 A, tmm6-7 B, each 16 rows of 64 bytes. A global, so
+// it is surely in memory when ldtilecfg reads it (a local one may not be written: the compiler cannot see
+// that the instruction reads it).
 static const _Alignas(64) uint8_t amx_config[64] = {
     1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,                      // palette 1, start row 0
     64, 0, 64, 0, 64, 0, 64, 0, 64, 0, 64, 0, 64, 0, 64, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,  // bytes/row
@@ -1722,7 +1723,8 @@ TARGET_AMX static void q4_bf16_amx(const BlockQ4x16 *blk, const float *scales, u
             __m512 f[4];
             #pragma GCC unroll 4
             for (int q = 0; q < 4; q++) {
-                __m512i v = _mm512_and_si512(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(line + 16 * q))), mask);
+                __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(line + 16 * q)));
+                v = _mm512_and_si512(v, mask);
                 f[q] = _mm512_fmsub_ps(_mm512_cvtepi32_ps(v), s[q], m[q]);
             }
             amx_bf16_line(f, out + 512 * j + 64 * i);
@@ -1739,7 +1741,8 @@ TARGET_AMX static void q8_bf16_amx(const BlockQ8x16 *blk, uint16_t *out) {
         __m512 f[4];
         #pragma GCC unroll 4
         for (int q = 0; q < 4; q++)
-            f[q] = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk->q + 64 * i + 16 * q)))), d[q]);
+            f[q] = _mm512_mul_ps(
+                _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk->q + 64 * i + 16 * q)))), d[q]);
         amx_bf16_line(f, out + 64 * i);
     }
 }
@@ -1747,7 +1750,8 @@ TARGET_AMX static void q8_bf16_amx(const BlockQ8x16 *blk, uint16_t *out) {
 // n activations rounded to bf16 (to nearest even; n a multiple of 32), 32 at out + 512i.
 TARGET_AMX static void acts_bf16_amx(const float *x, int n, uint16_t *out) {
     for (int i = 0; i < n; i += 32)
-        _mm512_store_si512(out + 16 * i, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + i + 16), _mm512_loadu_ps(x + i)));
+        _mm512_store_si512(out + 16 * i,
+                           (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + i + 16), _mm512_loadu_ps(x + i)));
 }
 
 // C tile c (0..3) loaded from, or stored to, rows `stride` bytes apart (tile numbers must be constants).
@@ -1854,7 +1858,7 @@ static int amx_usable(void) {
 }
 
 static const Kernels kernels_amx = {"amx", q4_tile_amx, q8_tile_amx, q4_scales_avx512, 1.0f / 16, f16_rows_avx512,
-                                    f32_rows_avx512, scores_avx512, mix_avx512, quantize_avx512, 8, 1,
+                                    f32_rows_avx512, scores_avx512, mix_avx512, quantize_avx512, 1,
                                     acts_bf16_amx, q4_bf16_amx, q8_bf16_amx};
 #endif // x86
 
@@ -2071,10 +2075,11 @@ static void quantize_neon(const float *x, int nb, int8_t *q, float *d, int32_t *
 }
 
 static const Kernels kernels_neon = {"neon", q4_tile_neon, q8_tile_neon, q4_scales_scalar, 1.0f, f16_rows_neon,
-                                     f32_rows_neon, scores_neon, mix_neon, quantize_neon, 8, 0, NULL, NULL, NULL};
+                                     f32_rows_neon, scores_neon, mix_neon, quantize_neon, 0, NULL, NULL, NULL};
 #ifdef HAVE_DOTPROD_KERNELS
 static const Kernels kernels_neondot = {"neon-dotprod", q4_tile_neondot, q8_tile_neondot, q4_scales_scalar, 1.0f,
-                                        f16_rows_neon, f32_rows_neon, scores_neon, mix_neon, quantize_neon, 8, 0, NULL, NULL, NULL};
+                                        f16_rows_neon, f32_rows_neon, scores_neon, mix_neon, quantize_neon, 0, NULL, NULL,
+                                        NULL};
 #endif
 #if defined(__linux__)
 #include <sys/auxv.h>
@@ -2228,7 +2233,7 @@ static void matmul_group(const Kernels *k, const Tensor *w, int g, const Quantiz
         const BlockQ4x16 *first = tile_at(w, g, a, 0, c, nb, out).w;
         for (int b = 0; b < nb && q4 && !own_scales; b++) k->q4_scales(first + b, k->q4_odd, scales + 256 * b);
         for (int t = 0, nt; t < n; t += nt) {
-            for (nt = k->max_tile; nt > n - t; nt /= 2) {}
+            for (nt = 8; nt > n - t; nt /= 2) {}
             Tile p = tile_at(w, g, a, t, c, nb, out);
             p.scales = own_scales ? NULL : scales;
             p.load = c > 0;
