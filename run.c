@@ -1669,8 +1669,8 @@ static const Kernels kernels_vnni = {"avx512-vnni", q4_tile_vnni, q8_tile_vnni, 
 // weights once and leaves the tokens to the tile unit: each group block of q4/q8 weights is widened to bf16
 // (w = q·s − m in fp32 with its row's scale and minimum, then rounded), and the batch's activations are
 // rounded to bf16 instead of being quantized. tdpbf16ps C += A·B then takes A as 16 tokens x 32 activations
-// (rows of that bf16 copy) and B as 16 lines of bf16 pairs, line p holding weights 2p and 2p+1 of each of the
-// 16 rows: one 1 KiB piece of the widened block per 32 columns. C, 16 tokens x 16 rows of fp32, sums the
+// (1 KiB of that bf16 copy, which is stored tile by tile) and B as 16 lines of bf16 pairs, line p holding
+// weights 2p and 2p+1 of each of the 16 rows: one 1 KiB piece of the widened block per 32 columns. C, 16 tokens x 16 rows of fp32, sums the
 // tile's whole column range with no float work per block. Products of bf16 values are exact and the sums
 // fp32, so a bf16 activation keeps 8 significant bits where an int8 block keeps 7 of its largest value: as
 // good or better, but another rounding than the int8 kernels. A token's results in a batch of 16 or more
@@ -2248,7 +2248,8 @@ static void matmul_group(const Kernels *k, const Tensor *w, int g, const Quantiz
 // widening's prefetches cover them; then tiles of 32 tokens x both groups over them.
 static void matmul_groups_bf16(const Kernels *k, const Tensor *w, int g, const QuantizedActs *a, int n, int k0,
                                int k1, float *out) {
-    int q4 = w->type == TYPE_Q4, block = q4 ? QK4 : QK8, step = q4 ? 4 : 16, groups = g + 1 < w->rows / QROWS ? 2 : 1;
+    int q4 = w->type == TYPE_Q4, block = q4 ? QK4 : QK8, step = q4 ? 4 : 16;
+    int groups = g + 1 < w->rows / QROWS ? 2 : 1;
     float scales[256];
     _Alignas(64) uint16_t wb[2][4 * 4096];
     for (int c = k0; c < k1; c += step * block) {
@@ -2256,9 +2257,12 @@ static void matmul_groups_bf16(const Kernels *k, const Tensor *w, int g, const Q
         for (int h = 0; h < groups; h++) {
             const void *first = tile_at(w, g + h, a, 0, c, nb, out).w;
             for (int b = 0; b < nb; b++) {
-                if (q4) k->q4_scales((const BlockQ4x16 *)first + b, k->q4_odd, scales);
-                if (q4) k->q4_bf16((const BlockQ4x16 *)first + b, scales, wb[h] + 4096 * b);
-                else k->q8_bf16((const BlockQ8x16 *)first + b, wb[h] + 512 * b);
+                if (q4) {
+                    k->q4_scales((const BlockQ4x16 *)first + b, k->q4_odd, scales);
+                    k->q4_bf16((const BlockQ4x16 *)first + b, scales, wb[h] + 4096 * b);
+                } else {
+                    k->q8_bf16((const BlockQ8x16 *)first + b, wb[h] + 512 * b);
+                }
             }
         }
         for (int t = 0; t < n; t += 32) {
@@ -2273,9 +2277,10 @@ static void matmul_groups_bf16(const Kernels *k, const Tensor *w, int g, const Q
 
 // out (n, w->rows) = x (n, w->cols) · wᵀ, i.e. out[t][r] = Σ_i w[r][i] x[t][i] for each of n tokens.
 // q8/q4: the tokens go in chunks that the activation scratch holds, and the columns in ranges whose
-// activations stay in a core's cache (n · range <= 512 KiB of levels), each range through every group before
-// the next; the threads split the groups evenly, the same way for every range. The sums of each token are
-// the same whatever n is: a token gives the same logits alone or in a batch (AMX: in any batch of 16 or more).
+// activations stay in a core's cache (n · range <= 512 KiB of levels; AMX: 1 MiB of bf16), each range through
+// every group before the next; the threads split the groups (AMX: pairs of groups) evenly, the same way for
+// every range. The sums of each token are the same whatever n is: a token gives the same logits alone or in a
+// batch (AMX: in any batch of 16 or more).
 static void matmul(float *out, const float *x, int n, const Tensor *w) {
     if (!kernels) kernels = kernels_for_cpu();
     const Kernels *k = kernels;
@@ -2299,8 +2304,8 @@ static void matmul(float *out, const float *x, int n, const Tensor *w) {
         {
             #pragma omp for schedule(static)
             for (int t = 0; t < nt; t++) {
-                if (a.xb) k->acts_bf16(xt + (size_t)t * cols, cols, a.xb + (size_t)(t / 16) * 16 * cols + 32 * (t % 16));
-                else quantize_token(k, &a, t, xt + (size_t)t * cols);
+                if (!a.xb) quantize_token(k, &a, t, xt + (size_t)t * cols);
+                else k->acts_bf16(xt + (size_t)t * cols, cols, a.xb + (size_t)(t - t % 16) * cols + 32 * (t % 16));
             }
             for (int k0 = 0; k0 < cols; k0 += range) {
                 int k1 = cols - k0 < range ? cols : k0 + range;
