@@ -2195,7 +2195,7 @@ static int physical_cores(void) {
 }
 
 // Token chunks: q8/q4 activations are quantized into this scratch, so matmul never allocates.
-#define ACT_LEVELS (9 << 19)         // 4.5 MiB: 128 tokens (a forward chunk) of 32768 (the feed-forward's width)
+#define ACT_LEVELS (9 << 20)         // 9 MiB: 256 tokens (a forward chunk) of 32768 (the feed-forward's width)
 #define ACT_BLOCKS (ACT_LEVELS / 16)
 static _Alignas(64) int8_t act_levels[ACT_LEVELS];
 static _Alignas(64) uint16_t act_bf16[2 * ACT_LEVELS];  // AMX; room for a partial tile past a chunk
@@ -3094,7 +3094,7 @@ static int run_model(const Options *o, const Model *m, const Tokenizer *tok) {
     Tokens prompt = {0};
     ss.sampler = (Sampler){o->temperature, o->top_k, o->top_p, o->min_p, o->seed * 2654435761u + 1, NULL};
     ss.sampler.candidates = malloc(c->vocab_size * sizeof(Candidate));
-    int rc = ss.sampler.candidates ? runstate_init(&ss.state, c, 128, context) : fail("out of memory");
+    int rc = ss.sampler.candidates ? runstate_init(&ss.state, c, 256, context) : fail("out of memory");
     if (rc == 0 && o->dump_logits && !(ss.dump_logits = fopen(o->dump_logits, "wb")))
         rc = fail("%s: %s", o->dump_logits, strerror(errno));
 
