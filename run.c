@@ -791,8 +791,9 @@ int decoder_flush(TokenDecoder *d, char *out) {
 // kernels below ("scalar") are its definition. Faster kernels for x86 (AVX2, AVX-512, AVX-512 VNNI) and
 // arm64 (NEON, NEON with the dot-product instructions) compute the same sums in the same order; AMX tiles
 // multiply batches of 16 tokens or more in bf16 instead (see there). One set is chosen once from the CPU's
-// features (kernels_for_cpu, or --kernels) and tests/test_kernels.py checks each against the scalar one. x86 kernels are compiled with __attribute__((target)), so a plain -O2
-// build runs on any x86-64. Attention's dot products and activation quantization are in the sets too.
+// features (kernels_for_cpu, or --kernels) and tests/test_kernels.py checks each against the scalar one.
+// x86 kernels are compiled with __attribute__((target)), so a plain -O2 build runs on any x86-64.
+// Attention's dot products and activation quantization are in the sets too.
 //
 // q8 and q4 weights are multiplied with activations quantized to int8 blocks of 32 (QuantizedActs), as
 // integer dot products. The weights are stored in groups of 16 rows whose 64-byte lines hold 4 consecutive
@@ -2157,12 +2158,24 @@ static int max_threads(void) {
 #endif
 }
 
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
 static int thread_index(void) {
 #ifdef _OPENMP
     return omp_get_thread_num();
 #else
     return 0;
 #endif
+}
+
+// The set in use: --kernels' choice, or (the first time, if none) the best for this CPU.
+static const Kernels *kernel_set(void) {
+    if (!kernels) kernels = kernels_for_cpu();
+    return kernels;
 }
 
 // Threads by default: one per physical core (a core's second hyper-thread shares its SIMD units and gains
@@ -2210,7 +2223,7 @@ static Tile tile_at(const Tensor *w, int g, const QuantizedActs *a, int t, int c
     size_t j = (size_t)t * a->bstride + c / QK8, block_bytes = q4 ? sizeof(BlockQ4x16) : sizeof(BlockQ8x16);
     Tile p = {.w = (const uint8_t *)w->data + ((size_t)g * (w->cols / block) + c / block) * block_bytes, .nb = nb,
               .xq = a->q + (size_t)t * a->xstride + c, .xb = a->xb ? a->xb + (size_t)t * a->cols + 16 * c : NULL,
-              .xbstride = 16 * a->cols,              .dx = a->d + j, .dsum = a->dsum + j, .sum = a->sum + j,
+              .xbstride = 16 * a->cols, .dx = a->d + j, .dsum = a->dsum + j, .sum = a->sum + j,
               .xstride = a->xstride, .bstride = a->bstride, .out = out + (size_t)t * w->rows + g * QROWS,
               .ostride = w->rows};
     return p;
@@ -2282,8 +2295,7 @@ static void matmul_groups_bf16(const Kernels *k, const Tensor *w, int g, const Q
 // every range. The sums of each token are the same whatever n is: a token gives the same logits alone or in a
 // batch (AMX: in any batch of 16 or more).
 static void matmul(float *out, const float *x, int n, const Tensor *w) {
-    if (!kernels) kernels = kernels_for_cpu();
-    const Kernels *k = kernels;
+    const Kernels *k = kernel_set();
     int rows = w->rows, cols = w->cols;
     if (w->type == TYPE_F32 || w->type == TYPE_F16) {
         RowKernel *rk = w->type == TYPE_F32 ? k->f32 : k->f16;
@@ -2417,8 +2429,7 @@ static void attention(const Config *c, RunState *s, int layer, int n, int pos) {
     const float *keys = s->key_cache + (size_t)layer * s->seq_len * kv_dim;
     const float *values = s->value_cache + (size_t)layer * s->seq_len * kv_dim;
     float scale = 1.0f / sqrtf((float)head_dim);
-    if (!kernels) kernels = kernels_for_cpu();
-    const Kernels *k = kernels;
+    const Kernels *k = kernel_set();
     #pragma omp parallel if ((double)n * c->n_heads * (pos + n) * head_dim >= PARALLEL_WORK)
     {
         float *scores = s->scores + (size_t)thread_index() * group * s->seq_len;  // (group, seq_len)
@@ -2602,12 +2613,6 @@ typedef struct {
     long prompt_tokens, generated_tokens;
     double prefill_seconds, decode_seconds, first_token_seconds;
 } Session;
-
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 // Runs ids through the model in batches; afterwards s->logits holds the last token's logits.
 static int feed(Session *ss, const int *ids, int n) {
@@ -2835,6 +2840,11 @@ static int images_push(ImageList *l, ImageEmbeddings e) {
 static void images_clear(ImageList *l) {
     for (int i = 0; i < l->n; i++) image_embeddings_free(&l->items[i]);
     l->n = 0;
+}
+
+static void images_free(ImageList *l) {
+    images_clear(l);
+    free(l->items);
 }
 
 // A line "/image PATH" encodes PATH and attaches it to the next message (images first, in order); the
@@ -3084,8 +3094,7 @@ static int run_model(const Options *o, const Model *m, const Tokenizer *tok) {
     if (o->n_images) {
         int rc = prepare_images(o, m, &images, generating);
         if (rc || !generating) {
-            images_clear(&images);
-            free(images.items);
+            images_free(&images);
             return rc;
         }
     }
@@ -3114,8 +3123,7 @@ static int run_model(const Options *o, const Model *m, const Tokenizer *tok) {
     if (rc == 0 && o->dump_tokens) rc = write_token_list(o->dump_tokens, &ss.history, ss.pending);
     if (rc == 0) print_stats(&ss);
     free(prompt.ids);
-    images_clear(&images);
-    free(images.items);
+    images_free(&images);
     free(ss.history.ids);
     free(ss.sampler.candidates);
     runstate_free(&ss.state);

@@ -1,9 +1,10 @@
 /* vision.c: the vision section of run.c, kept in its own file. An image becomes rows of [IMG] embeddings.
 
 This is not a separate program or library: run.c includes it (#include "vision.c") between the transformer
-and the sampler, so it uses run.c's Model, Tensor, matmul, rmsnorm, silu, rope_rotate and fail() directly,
-and run.c's prompt code calls image_load, vision_encode and encode_image_file below. MODEL.md §5 and §6 are
-the specification, mistral-common's preprocessing and mistral-inference's encoder the reference:
+and the sampler, so it uses run.c's Model, Tensor, matmul, rmsnorm, silu, rope_rotate, now_seconds and
+fail() directly, and run.c's prompt code calls image_load, vision_encode and encode_image_file below.
+MODEL.md §5 and §6 are the specification, mistral-common's preprocessing and mistral-inference's encoder
+the reference:
 
   file --stb_image--> 8-bit grey/RGB, maybe alpha --composited on white--> RGB (h, w)
        --one bicubic resize, OpenCV INTER_CUBIC on floats--> (28·rows, 28·cols) --CLIP normalize-->
@@ -398,12 +399,6 @@ static void vision_attention(const float *q, const float *k, const float *v, flo
 // ----------------------------------------------------------------------------
 // vision: the Pixtral encoder and the projector (MODEL.md §5.2, §5.3)
 
-static double vision_clock(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 // matmul (run.c) over at most VISION_BATCH patches at a time (the activations of a batch stay in cache
 // while the weights stream past), counting the floating-point operations.
 #define VISION_BATCH 1024
@@ -544,12 +539,12 @@ static int vision_project(const Model *m, const Image *img, const float *x, floa
 // "vision: N patches, X s, Y GFLOP/s" on stderr (the FLOPs of every matmul and of attention). 0 ok, -1 out of memory.
 static int vision_encode(const Model *m, const Image *img, float *out) {
     int n = img->pixel_rows / m->config.patch_size * (img->pixel_cols / m->config.patch_size);
-    double start = vision_clock(), flops = 0;
+    double start = now_seconds(), flops = 0;
     float *features = malloc((size_t)n * m->config.vision_dim * sizeof(float));
     int rc = features ? vision_encoder(m, img, features, &flops) : fail("out of memory");
     if (rc == 0) rc = vision_project(m, img, features, out, &flops);
     free(features);
-    double seconds = vision_clock() - start;
+    double seconds = now_seconds() - start;
     if (rc == 0)
         fprintf(stderr, "vision: %d patches, %.2f s, %.1f GFLOP/s\n", n, seconds, flops / 1e9 / (seconds > 0 ? seconds : 1e-9));
     return rc;
