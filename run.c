@@ -853,6 +853,8 @@ typedef struct {
 // 32 columns, q4: 256). The kernels keep a tile's sums in registers.
 typedef struct {
     const void *w;               // the group's first block: BlockQ8x16 or BlockQ4x16
+    const void *w2;              // one token, q4: the next group's first block, which the tile also covers (its
+                                 // results at out + 16), if the kernel set's q4_own_scales; else NULL
     int nb;
     const float *scales;         // q4: 256 floats per block from the kernel set's q4_scales (NULL: the kernel
                                  // makes them itself, if the set's q4_own_scales)
@@ -901,7 +903,8 @@ typedef struct {
     ScoresKernel *scores;
     MixKernel *mix;
     QuantizeKernel *quantize;
-    int q4_own_scales;           // its q4 kernel makes each block's scales itself when the tile has none
+    int q4_own_scales;           // its q4 kernel makes each block's scales itself when the tile has none, and
+                                 // takes two groups (Tile.w2) in a tile of one token
     ActsBF16Kernel *acts_bf16;   // AMX, for batches of 16 tokens or more; else NULL
     Q4BF16Kernel *q4_bf16;
     Q8BF16Kernel *q8_bf16;
@@ -923,7 +926,8 @@ static void quantize_token(const Kernels *k, const QuantizedActs *a, int t, cons
 // q8 one 8.5): spread out, not in bursts, which would stall the loads waiting for fill buffers. With ahead
 // = 0 they touch lines in cache: cheaper than a branch.
 // Each prefetch that misses holds a fill buffer until its line comes (there are ~16 per core), so going
-// further ahead does not help: on the 24B model's decode 3 KiB did best (1.82 tok/s; 2 KiB 1.79, 8 KiB 1.70).
+// further ahead does not help: on the 24B model's decode 3 KiB did best (2.49 tok/s; 2 KiB 2.48, 4 KiB 2.44,
+// 6 KiB 2.39).
 #define PREFETCH_AHEAD 3072  // bytes
 static inline void prefetch_lines(const void *block, int ahead, int k, int i) {
     const char *line = (const char *)block + ahead + 64 * (9 * k + i);
@@ -1069,6 +1073,13 @@ static const Kernels kernels_scalar = {"scalar", q4_tile_scalar, q8_tile_scalar,
 #define TARGET_AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl")))
 #define TARGET_VNNI __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")))
 #define INLINE inline __attribute__((always_inline))
+// gcc's last scheduling pass gathers a kernel's prefetches into bursts, which then wait for fill buffers:
+// kept where the code puts them (as clang does), the VNNI kernels decode 4% faster (2.61 tok/s, not 2.51).
+#if defined(__clang__)
+#define KEEP_ORDER
+#else
+#define KEEP_ORDER __attribute__((optimize("no-schedule-insns2")))
+#endif
 
 // q4_scales_scalar for 16 rows at once. Row r's 12 packed bytes are dwords 3r, 3r+1, 3r+2 of the 192:
 // permutes gather dword k of every row into lane r of w[k] (q4_scale_words), and six-bit value v (bits
@@ -1137,51 +1148,72 @@ TARGET_AVX512 static INLINE __m512 q4_accumulate512(__m512 acc, __m512i isum, __
 // q4 with AVX-512 VNNI. Line i of sub-blocks 2k, 2k+1 gives two vpdpbusd operands: v & 0x0F (sub-block 2k)
 // and v & 0xF0, the levels of 2k+1 times 16 (q4_odd = 1/16 divides their scales). vpdpbusd multiplies one
 // by 4 activation bytes broadcast to every lane: lane r += the 4 products of row r.
-TARGET_VNNI static INLINE void q4_tile_vnni_n(const Tile *p, const int nt) {
-    __m512 acc[8];
-    #pragma GCC unroll 8
-    for (int t = 0; t < nt; t++) acc[t] = p->load ? _mm512_loadu_ps(p->out + t * p->ostride) : _mm512_setzero_ps();
+// Decoding, a tile of one token may take the next group too (p->w2, ng = 2): its rows share each broadcast,
+// and two streams from memory keep more lines in flight than one.
+TARGET_VNNI static INLINE void q4_tile_vnni_n(const Tile *p, const int nt, const int ng) {
+    __m512 acc[8];  // group h, token t: acc[h·nt + t]
+    #pragma GCC unroll 2
+    for (int h = 0; h < ng; h++)
+        #pragma GCC unroll 8
+        for (int t = 0; t < nt; t++)
+            acc[h * nt + t] = p->load ? _mm512_loadu_ps(p->out + t * p->ostride + 16 * h) : _mm512_setzero_ps();
     const __m512i low = _mm512_set1_epi8(0x0F), high = _mm512_set1_epi8((char)0xF0);
-    const int chains = nt <= 2 ? 2 : 1;  // independent sums per sub-block: few tokens need more in flight
+    const int chains = nt <= 2 && ng == 1 ? 2 : 1;  // independent sums per sub-block: few need more in flight
     for (int b = 0; b < p->nb; b++) {
-        const BlockQ4x16 *blk = (const BlockQ4x16 *)p->w + b;
+        const BlockQ4x16 *blk[2];
+        #pragma GCC unroll 2
+        for (int h = 0; h < ng; h++) blk[h] = (const BlockQ4x16 *)(h ? p->w2 : p->w) + b;
         const float *sc = p->scales ? p->scales + 256 * b : NULL, *mn = sc ? sc + 128 : NULL;
-        Q4Scales512 own;  // no scales given (decoding): this block's, in registers, just before its levels
-        if (!sc) own = q4_scale_words(blk, 1.0f / 16);
+        Q4Scales512 own[2] = {0};  // no scales given (decoding): the block's, in registers, just before its levels
+        #pragma GCC unroll 2
+        for (int h = 0; h < ng && !sc; h++) own[h] = q4_scale_words(blk[h], 1.0f / 16);
         #pragma GCC unroll 4
         for (int k = 0; k < 4; k++) {
             __m512i even[8][2], odd[8][2];
             #pragma GCC unroll 8
-            for (int t = 0; t < nt; t++) even[t][0] = odd[t][0] = even[t][1] = odd[t][1] = _mm512_setzero_si512();
+            for (int s = 0; s < nt * ng; s++) even[s][0] = odd[s][0] = even[s][1] = odd[s][1] = _mm512_setzero_si512();
             #pragma GCC unroll 8
             for (int i = 0; i < 8; i++) {
-                __m512i v = _mm512_loadu_si512(blk->qs + 64 * (8 * k + i));
-                prefetch_lines(blk, p->prefetch, k, i);
-                __m512i lo = _mm512_and_si512(v, low), hi16 = _mm512_and_si512(v, high);
+                __m512i lo[2], hi16[2];
+                #pragma GCC unroll 2
+                for (int h = 0; h < ng; h++) {
+                    __m512i v = _mm512_loadu_si512(blk[h]->qs + 64 * (8 * k + i));
+                    prefetch_lines(blk[h], p->prefetch, k, i);
+                    lo[h] = _mm512_and_si512(v, low), hi16[h] = _mm512_and_si512(v, high);
+                }
                 #pragma GCC unroll 8
                 for (int t = 0; t < nt; t++) {
                     const int8_t *x = p->xq + t * p->xstride + QK4 * b + 64 * k + 4 * i;
+                    __m512i x_even = _mm512_set1_epi32(load_i32(x)), x_odd = _mm512_set1_epi32(load_i32(x + 32));
                     int c = i % chains;
-                    even[t][c] = _mm512_dpbusd_epi32(even[t][c], lo, _mm512_set1_epi32(load_i32(x)));
-                    odd[t][c] = _mm512_dpbusd_epi32(odd[t][c], hi16, _mm512_set1_epi32(load_i32(x + 32)));
+                    #pragma GCC unroll 2
+                    for (int h = 0; h < ng; h++) {
+                        even[h * nt + t][c] = _mm512_dpbusd_epi32(even[h * nt + t][c], lo[h], x_even);
+                        odd[h * nt + t][c] = _mm512_dpbusd_epi32(odd[h * nt + t][c], hi16[h], x_odd);
+                    }
                 }
             }
-            __m512 sc0 = sc ? _mm512_loadu_ps(sc + 32 * k) : q4_scale_value(&own, 2 * k);
-            __m512 sc1 = sc ? _mm512_loadu_ps(sc + 32 * k + 16) : q4_scale_value(&own, 2 * k + 1);
-            __m512 mn0 = sc ? _mm512_loadu_ps(mn + 32 * k) : q4_scale_value(&own, 8 + 2 * k);
-            __m512 mn1 = sc ? _mm512_loadu_ps(mn + 32 * k + 16) : q4_scale_value(&own, 9 + 2 * k);
-            #pragma GCC unroll 8
-            for (int t = 0; t < nt; t++) {
-                int j = t * p->bstride + 8 * b + 2 * k;
-                __m512i e = chains == 2 ? _mm512_add_epi32(even[t][0], even[t][1]) : even[t][0];
-                __m512i o = chains == 2 ? _mm512_add_epi32(odd[t][0], odd[t][1]) : odd[t][0];
-                acc[t] = q4_accumulate512(acc[t], e, sc0, mn0, p->dx[j], p->dsum[j]);
-                acc[t] = q4_accumulate512(acc[t], o, sc1, mn1, p->dx[j + 1], p->dsum[j + 1]);
+            #pragma GCC unroll 2
+            for (int h = 0; h < ng; h++) {
+                __m512 sc0 = sc ? _mm512_loadu_ps(sc + 32 * k) : q4_scale_value(&own[h], 2 * k);
+                __m512 sc1 = sc ? _mm512_loadu_ps(sc + 32 * k + 16) : q4_scale_value(&own[h], 2 * k + 1);
+                __m512 mn0 = sc ? _mm512_loadu_ps(mn + 32 * k) : q4_scale_value(&own[h], 8 + 2 * k);
+                __m512 mn1 = sc ? _mm512_loadu_ps(mn + 32 * k + 16) : q4_scale_value(&own[h], 9 + 2 * k);
+                #pragma GCC unroll 8
+                for (int t = 0; t < nt; t++) {
+                    int j = t * p->bstride + 8 * b + 2 * k, s = h * nt + t;
+                    __m512i e = chains == 2 ? _mm512_add_epi32(even[s][0], even[s][1]) : even[s][0];
+                    __m512i o = chains == 2 ? _mm512_add_epi32(odd[s][0], odd[s][1]) : odd[s][0];
+                    acc[s] = q4_accumulate512(acc[s], e, sc0, mn0, p->dx[j], p->dsum[j]);
+                    acc[s] = q4_accumulate512(acc[s], o, sc1, mn1, p->dx[j + 1], p->dsum[j + 1]);
+                }
             }
         }
     }
-    #pragma GCC unroll 8
-    for (int t = 0; t < nt; t++) _mm512_storeu_ps(p->out + t * p->ostride, acc[t]);
+    #pragma GCC unroll 2
+    for (int h = 0; h < ng; h++)
+        #pragma GCC unroll 8
+        for (int t = 0; t < nt; t++) _mm512_storeu_ps(p->out + t * p->ostride + 16 * h, acc[h * nt + t]);
 }
 
 // q4 with AVX-512BW: vpmaddubsw adds pairs of products into 16-bit lanes. The 8 lines of a sub-block add
@@ -1354,16 +1386,16 @@ TARGET_AVX2 static INLINE void q8_tile_avx2_n(const Tile *p, int h, int t0, cons
     for (int t = 0; t < nt; t++) _mm256_storeu_ps(out + t * p->ostride, acc[t]);
 }
 
-TARGET_VNNI static void q4_tile_vnni(const Tile *p, int nt) {
+KEEP_ORDER TARGET_VNNI static void q4_tile_vnni(const Tile *p, int nt) {
     switch (nt) {
-    case 8: q4_tile_vnni_n(p, 8); break;
-    case 4: q4_tile_vnni_n(p, 4); break;
-    case 2: q4_tile_vnni_n(p, 2); break;
-    default: q4_tile_vnni_n(p, 1); break;
+    case 8: q4_tile_vnni_n(p, 8, 1); break;
+    case 4: q4_tile_vnni_n(p, 4, 1); break;
+    case 2: q4_tile_vnni_n(p, 2, 1); break;
+    default: p->w2 ? q4_tile_vnni_n(p, 1, 2) : q4_tile_vnni_n(p, 1, 1); break;
     }
 }
 
-TARGET_VNNI static void q8_tile_vnni(const Tile *p, int nt) {
+KEEP_ORDER TARGET_VNNI static void q8_tile_vnni(const Tile *p, int nt) {
     switch (nt) {
     case 8: q8_tile_vnni_n(p, 8); break;
     case 4: q8_tile_vnni_n(p, 4); break;
@@ -2233,9 +2265,10 @@ static Tile tile_at(const Tensor *w, int g, const QuantizedActs *a, int t, int c
 // q4 scales of those blocks, then every tile over them (8, 4, 2, 1 tokens), the first tile fetching the
 // next blocks from memory, the others finding these in L1.
 // A batch of 1, 2, 4 or 8 tokens (decoding) is one tile over the whole range, which makes each q4 block's
-// scales itself (q4_own_scales) or gets them block by block just before the block's levels.
-static void matmul_group(const Kernels *k, const Tensor *w, int g, const QuantizedActs *a, int n, int k0, int k1,
-                         float *out) {
+// scales itself (q4_own_scales) or gets them block by block just before the block's levels. With
+// q4_own_scales, one token's tile covers groups g and g+1 (ng = 2).
+static void matmul_group(const Kernels *k, const Tensor *w, int g, int ng, const QuantizedActs *a, int n, int k0,
+                         int k1, float *out) {
     int q4 = w->type == TYPE_Q4, block = q4 ? QK4 : QK8, one_tile = n <= 8 && (n & (n - 1)) == 0;
     int own_scales = q4 && one_tile && k->q4_own_scales;
     int step = !one_tile ? (q4 ? 4 : 16) : q4 && !own_scales ? 1 : (k1 - k0) / block;  // about 9 KiB, or all
@@ -2248,6 +2281,7 @@ static void matmul_group(const Kernels *k, const Tensor *w, int g, const Quantiz
         for (int t = 0, nt; t < n; t += nt) {
             for (nt = 8; nt > n - t; nt /= 2) {}
             Tile p = tile_at(w, g, a, t, c, nb, out);
+            p.w2 = ng == 2 ? tile_at(w, g + 1, a, t, c, nb, out).w : NULL;
             p.scales = own_scales ? NULL : scales;
             p.load = c > 0;
             p.prefetch = t == 0 ? PREFETCH_AHEAD : 0;
@@ -2256,18 +2290,17 @@ static void matmul_group(const Kernels *k, const Tensor *w, int g, const Quantiz
     }
 }
 
-// The same with AMX (a->xb: bf16 activations) for groups g and g+1 (if there is one): their blocks widened
+// The same with AMX (a->xb: bf16 activations) for groups g and g+1 (ng = 2) or g alone: their blocks widened
 // to bf16, four q4 or 16 q8 blocks at a time (64 KiB), each q4 block's scales just before it so that the
 // widening's prefetches cover them; then tiles of 32 tokens x both groups over them.
-static void matmul_groups_bf16(const Kernels *k, const Tensor *w, int g, const QuantizedActs *a, int n, int k0,
-                               int k1, float *out) {
+static void matmul_groups_bf16(const Kernels *k, const Tensor *w, int g, int ng, const QuantizedActs *a, int n,
+                               int k0, int k1, float *out) {
     int q4 = w->type == TYPE_Q4, block = q4 ? QK4 : QK8, step = q4 ? 4 : 16;
-    int groups = g + 1 < w->rows / QROWS ? 2 : 1;
     float scales[256];
     _Alignas(64) uint16_t wb[2][4 * 4096];
     for (int c = k0; c < k1; c += step * block) {
         int nb = (k1 - c) / block < step ? (k1 - c) / block : step;
-        for (int h = 0; h < groups; h++) {
+        for (int h = 0; h < ng; h++) {
             const void *first = tile_at(w, g + h, a, 0, c, nb, out).w;
             for (int b = 0; b < nb; b++) {
                 if (q4) {
@@ -2281,7 +2314,7 @@ static void matmul_groups_bf16(const Kernels *k, const Tensor *w, int g, const Q
         for (int t = 0; t < n; t += 32) {
             Tile p = tile_at(w, g, a, t, c, nb, out);
             p.wb = wb[0];
-            p.wb2 = groups == 2 ? wb[1] : NULL;
+            p.wb2 = ng == 2 ? wb[1] : NULL;
             p.load = c > 0;
             (q4 ? k->q4 : k->q8)(&p, n - t < 32 ? n - t : 32);
         }
@@ -2291,8 +2324,8 @@ static void matmul_groups_bf16(const Kernels *k, const Tensor *w, int g, const Q
 // out (n, w->rows) = x (n, w->cols) · wᵀ, i.e. out[t][r] = Σ_i w[r][i] x[t][i] for each of n tokens.
 // q8/q4: the tokens go in chunks that the activation scratch holds, and the columns in ranges whose
 // activations stay in a core's cache (n · range <= 512 KiB of levels; AMX: 1 MiB of bf16), each range through
-// every group before the next; the threads split the groups (AMX: pairs of groups) evenly, the same way for
-// every range. The sums of each token are the same whatever n is: a token gives the same logits alone or in a
+// every group before the next; the threads split the groups (AMX, and q4 decoding one token with VNNI: pairs
+// of groups) evenly, the same way for every range. The sums of each token are the same whatever n is: a token gives the same logits alone or in a
 // batch (AMX: in any batch of 16 or more).
 static void matmul(float *out, const float *x, int n, const Tensor *w) {
     const Kernels *k = kernel_set();
@@ -2312,6 +2345,7 @@ static void matmul(float *out, const float *x, int n, const Tensor *w) {
         const float *xt = x + (size_t)t0 * cols;
         float *ot = out + (size_t)t0 * rows;
         a.xb = k->acts_bf16 && nt >= 16 ? act_bf16 : NULL;
+        int groups = rows / QROWS, per_call = a.xb || (nt == 1 && w->type == TYPE_Q4 && k->q4_own_scales) ? 2 : 1;
         #pragma omp parallel if ((double)rows * cols * nt >= PARALLEL_WORK)
         {
             #pragma omp for schedule(static)
@@ -2322,9 +2356,10 @@ static void matmul(float *out, const float *x, int n, const Tensor *w) {
             for (int k0 = 0; k0 < cols; k0 += range) {
                 int k1 = cols - k0 < range ? cols : k0 + range;
                 #pragma omp for schedule(static)
-                for (int g = 0; g < rows / QROWS; g += a.xb ? 2 : 1) {
-                    if (a.xb) matmul_groups_bf16(k, w, g, &a, nt, k0, k1, ot);
-                    else matmul_group(k, w, g, &a, nt, k0, k1, ot);
+                for (int g = 0; g < groups; g += per_call) {
+                    int ng = g + per_call <= groups ? per_call : 1;
+                    if (a.xb) matmul_groups_bf16(k, w, g, ng, &a, nt, k0, k1, ot);
+                    else matmul_group(k, w, g, ng, &a, nt, k0, k1, ot);
                 }
             }
         }
