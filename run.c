@@ -1555,12 +1555,12 @@ TARGET_AVX2 static void f16_rows_avx2(const Tensor *w, int r0, int r1, const flo
     float_rows_avx2(w, r0, r1, x, n, out, 1);
 }
 
-// Attention: dot products as two 16-lane partial sums and a masked tail; value rows added with fused
-// multiply-adds.
+// Attention: dot products as two 16-lane partial sums and a masked tail.
 TARGET_AVX512 static void scores_avx512(const float *q, int nq, int d, const float *keys, size_t stride, int len,
                                         float scale, float *s, size_t ld) {
     for (int j = 0; j < len; j++) {
         const float *key = keys + j * stride;
+        for (int i = 0; i < d; i += 16) _mm_prefetch((const char *)(key + 8 * stride + i), _MM_HINT_T0);
         for (int a = 0; a < nq; a++) {
             __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
             int i = 0;
@@ -1577,17 +1577,37 @@ TARGET_AVX512 static void scores_avx512(const float *q, int nq, int d, const flo
     }
 }
 
+// Mixing values, each output column's sums stay in registers over all the keys: 32 columns of up to 4
+// heads at a time (adding into `out` through memory, masked stores would stall the next masked loads).
 TARGET_AVX512 static void mix_avx512(const float *p, size_t ld, int nq, int d, const float *values, size_t stride,
                                      int len, float *out) {
-    for (int j = 0; j < len; j++) {
-        const float *value = values + j * stride;
-        for (int a = 0; a < nq; a++) {
-            __m512 pj = _mm512_set1_ps(p[a * ld + j]);
-            for (int i = 0; i < d; i += 16) {
-                __mmask16 m = d - i >= 16 ? 0xFFFF : (__mmask16)((1u << (d - i)) - 1);
-                float *o = out + a * d + i;
-                _mm512_mask_storeu_ps(o, m, _mm512_fmadd_ps(pj, _mm512_maskz_loadu_ps(m, value + i),
-                                                            _mm512_maskz_loadu_ps(m, o)));
+    for (int a0 = 0; a0 < nq; a0 += 4) {
+        for (int i = 0; i < d; i += 32) {
+            __mmask16 m0 = d - i >= 16 ? 0xFFFF : (__mmask16)((1u << (d - i)) - 1);
+            __mmask16 m1 = d - i >= 32 ? 0xFFFF : d - i <= 16 ? 0 : (__mmask16)((1u << (d - i - 16)) - 1);
+            __m512 acc[4][2];
+            #pragma GCC unroll 4
+            for (int a = 0; a < 4; a++) {
+                float *o = out + (a0 + a) * d + i;
+                acc[a][0] = a0 + a < nq ? _mm512_maskz_loadu_ps(m0, o) : _mm512_setzero_ps();
+                acc[a][1] = a0 + a < nq ? _mm512_maskz_loadu_ps(m1, o + 16) : _mm512_setzero_ps();
+            }
+            for (int j = 0; j < len; j++) {
+                const float *value = values + j * stride + i;
+                for (int c = 0; c < d && i == 0; c += 16) _mm_prefetch((const char *)(value + 8 * stride + c), _MM_HINT_T0);
+                __m512 v0 = _mm512_maskz_loadu_ps(m0, value), v1 = _mm512_maskz_loadu_ps(m1, value + 16);
+                #pragma GCC unroll 4
+                for (int a = 0; a < 4; a++) {  // (heads past nq add 0: no branch, the sums stay in registers)
+                    __m512 pj = _mm512_set1_ps(a0 + a < nq ? p[(a0 + a) * ld + j] : 0.0f);
+                    acc[a][0] = _mm512_fmadd_ps(pj, v0, acc[a][0]);
+                    acc[a][1] = _mm512_fmadd_ps(pj, v1, acc[a][1]);
+                }
+            }
+            #pragma GCC unroll 4
+            for (int a = 0; a < 4; a++) {
+                if (a0 + a >= nq) continue;
+                _mm512_mask_storeu_ps(out + (a0 + a) * d + i, m0, acc[a][0]);
+                _mm512_mask_storeu_ps(out + (a0 + a) * d + i + 16, m1, acc[a][1]);
             }
         }
     }
@@ -2416,9 +2436,10 @@ typedef struct {
     float *hb, *hb2;             // (max_batch, hidden_dim) feed-forward gate and up
     float *rope_cos, *rope_sin;  // (max_batch, head_dim / 2) angles of each token's position
     float *inv_freq;             // (head_dim / 2)
+    float *k, *v;                // (max_batch, n_kv_heads * head_dim) the new tokens' keys and values
     float *logits;               // (max_batch, vocab_size)
-    float *key_cache;            // (n_layers, seq_len, n_kv_heads * head_dim)
-    float *value_cache;          // (n_layers, seq_len, n_kv_heads * head_dim)
+    float *key_cache;            // (n_layers, n_kv_heads, seq_len, head_dim): a head's keys in one run, which
+    float *value_cache;          //   attention reads as one stream (rows kv_dim apart would each be a new page)
     float *scores;               // (threads, n_heads / n_kv_heads, seq_len) attention scores of each thread
 } RunState;
 
@@ -2431,6 +2452,8 @@ static int runstate_init(RunState *s, const Config *c, int max_batch, int seq_le
     s->xb = calloc(b * c->dim, sizeof(float));
     s->q = calloc(b * q_dim, sizeof(float));
     s->att = calloc(b * q_dim, sizeof(float));
+    s->k = calloc(b * kv_dim, sizeof(float));
+    s->v = calloc(b * kv_dim, sizeof(float));
     s->hb = calloc(b * c->hidden_dim, sizeof(float));
     s->hb2 = calloc(b * c->hidden_dim, sizeof(float));
     s->rope_cos = calloc(b * c->head_dim / 2, sizeof(float));
@@ -2440,7 +2463,7 @@ static int runstate_init(RunState *s, const Config *c, int max_batch, int seq_le
     s->key_cache = calloc((size_t)c->n_layers * seq_len * kv_dim, sizeof(float));
     s->value_cache = calloc((size_t)c->n_layers * seq_len * kv_dim, sizeof(float));
     s->scores = calloc((size_t)max_threads() * (c->n_heads / c->n_kv_heads) * seq_len, sizeof(float));
-    if (!s->x || !s->xb || !s->q || !s->att || !s->hb || !s->hb2 || !s->rope_cos || !s->rope_sin || !s->inv_freq ||
+    if (!s->x || !s->xb || !s->q || !s->att || !s->k || !s->v || !s->hb || !s->hb2 || !s->rope_cos || !s->rope_sin || !s->inv_freq ||
         !s->logits || !s->key_cache || !s->value_cache || !s->scores)
         return fail("out of memory for a %d-token context (%.1f GB of KV cache); use a smaller -c", seq_len,
                     2.0 * c->n_layers * seq_len * kv_dim * sizeof(float) / 1e9);
@@ -2451,18 +2474,21 @@ static int runstate_init(RunState *s, const Config *c, int max_batch, int seq_le
 }
 
 static void runstate_free(RunState *s) {
-    free(s->x); free(s->xb); free(s->q); free(s->att); free(s->hb); free(s->hb2);
+    free(s->x); free(s->xb); free(s->q); free(s->att); free(s->k); free(s->v); free(s->hb); free(s->hb2);
     free(s->rope_cos); free(s->rope_sin); free(s->inv_freq); free(s->logits);
     free(s->key_cache); free(s->value_cache); free(s->scores);
+}
+
+// Where the key (and value) of kv head g at position pos of layer l starts in the cache.
+static size_t cache_slot(const Config *c, const RunState *s, int l, int g, int pos) {
+    return (((size_t)l * c->n_kv_heads + g) * s->seq_len + pos) * c->head_dim;
 }
 
 // Causal grouped-query attention for n new tokens at positions pos..pos+n-1, whose keys and values
 // are already in the cache. q: (n, n_heads, head_dim) -> att: (n, n_heads, head_dim). In parallel over
 // (token, kv head): the query heads a kv head serves share each key and value row they read.
 static void attention(const Config *c, RunState *s, int layer, int n, int pos) {
-    int head_dim = c->head_dim, kv_dim = c->n_kv_heads * head_dim, group = c->n_heads / c->n_kv_heads;
-    const float *keys = s->key_cache + (size_t)layer * s->seq_len * kv_dim;
-    const float *values = s->value_cache + (size_t)layer * s->seq_len * kv_dim;
+    int head_dim = c->head_dim, group = c->n_heads / c->n_kv_heads;
     float scale = 1.0f / sqrtf((float)head_dim);
     const Kernels *k = kernel_set();
     #pragma omp parallel if ((double)n * c->n_heads * (pos + n) * head_dim >= PARALLEL_WORK)
@@ -2473,12 +2499,13 @@ static void attention(const Config *c, RunState *s, int layer, int n, int pos) {
             for (int g = 0; g < c->n_kv_heads; g++) {  // kv head g serves query heads g*group .. g*group+group-1
                 int len = pos + t + 1;
                 size_t first = (size_t)t * c->n_heads + g * group;
-                k->scores(s->q + first * head_dim, group, head_dim, keys + g * head_dim, kv_dim, len, scale, scores,
-                          s->seq_len);
+                k->scores(s->q + first * head_dim, group, head_dim, s->key_cache + cache_slot(c, s, layer, g, 0),
+                          head_dim, len, scale, scores, s->seq_len);
                 for (int a = 0; a < group; a++) softmax(scores + (size_t)a * s->seq_len, len);
                 float *out = s->att + first * head_dim;
                 memset(out, 0, (size_t)group * head_dim * sizeof(float));
-                k->mix(scores, s->seq_len, group, head_dim, values + g * head_dim, kv_dim, len, out);
+                k->mix(scores, s->seq_len, group, head_dim, s->value_cache + cache_slot(c, s, layer, g, 0), head_dim,
+                       len, out);
             }
         }
     }
@@ -2498,15 +2525,19 @@ static void forward(const Model *m, RunState *s, int n, int pos, int all_logits)
         const LayerWeights *lw = &w->layers[l];
         // attention: x = x + wo(attention(rope(wq(h)), rope(wk(h)), wv(h))), h = rmsnorm(x)
         for (int t = 0; t < n; t++) rmsnorm(s->xb + t * dim, s->x + t * dim, lw->attention_norm, dim, c->norm_eps);
-        float *k = s->key_cache + ((size_t)l * s->seq_len + pos) * kv_dim;  // (n, kv_dim) slots of the new tokens
-        float *v = s->value_cache + ((size_t)l * s->seq_len + pos) * kv_dim;
         matmul(s->q, s->xb, n, &lw->wq);
-        matmul(k, s->xb, n, &lw->wk);
-        matmul(v, s->xb, n, &lw->wv);
+        matmul(s->k, s->xb, n, &lw->wk);
+        matmul(s->v, s->xb, n, &lw->wv);
         for (int t = 0; t < n; t++) {
             const float *cos_a = s->rope_cos + t * head_dim / 2, *sin_a = s->rope_sin + t * head_dim / 2;
             for (int a = 0; a < c->n_heads; a++) rope_rotate(s->q + t * q_dim + a * head_dim, cos_a, sin_a, head_dim);
-            for (int g = 0; g < c->n_kv_heads; g++) rope_rotate(k + t * kv_dim + g * head_dim, cos_a, sin_a, head_dim);
+            for (int g = 0; g < c->n_kv_heads; g++) {
+                float *key = s->k + t * kv_dim + g * head_dim;
+                rope_rotate(key, cos_a, sin_a, head_dim);
+                memcpy(s->key_cache + cache_slot(c, s, l, g, pos + t), key, head_dim * sizeof(float));
+                memcpy(s->value_cache + cache_slot(c, s, l, g, pos + t), s->v + t * kv_dim + g * head_dim,
+                       head_dim * sizeof(float));
+            }
         }
         attention(c, s, l, n, pos);
         matmul(s->xb, s->att, n, &lw->wo);
