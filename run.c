@@ -2677,6 +2677,7 @@ typedef struct {
     int image_next, row_next;
     // statistics
     long prompt_tokens, generated_tokens;
+    long decode_steps;           // one-token forward passes (a turn's first token comes from its prompt's)
     double prefill_seconds, decode_seconds, first_token_seconds;
 } Session;
 
@@ -2753,6 +2754,7 @@ static int generate(Session *ss, int max_new, double turn_start) {
                 break;
             }
             if (feed(ss, &ss->pending, 1)) { free(text); return -1; }
+            ss->decode_steps++;
         }
         int next = sample(&ss->sampler, ss->state.logits, m->config.vocab_size);
         if (ss->generated_tokens == 0 && ss->first_token_seconds == 0) ss->first_token_seconds = now_seconds() - turn_start;
@@ -3103,7 +3105,7 @@ static int write_token_list(const char *path, const Tokens *t, int pending) {
 static void print_stats(const Session *ss) {
     fprintf(stderr, "\nprompt: %ld tokens, %.2f tok/s | generated: %ld tokens, %.2f tok/s | time to first token: %.2f s\n",
             ss->prompt_tokens, ss->prefill_seconds > 0 ? ss->prompt_tokens / ss->prefill_seconds : 0.0,
-            ss->generated_tokens, ss->decode_seconds > 0 ? ss->generated_tokens / ss->decode_seconds : 0.0,
+            ss->generated_tokens, ss->decode_seconds > 0 ? ss->decode_steps / ss->decode_seconds : 0.0,
             ss->first_token_seconds);
 }
 
