@@ -203,6 +203,11 @@ static int model_load(Model *m, const char *path) {
     m->map = mmap(NULL, m->map_bytes, PROT_READ, MAP_SHARED, fd, 0);
     close(fd);
     if (m->map == MAP_FAILED) { m->map = NULL; return fail("%s: cannot map: %s", path, strerror(errno)); }
+#ifdef MADV_HUGEPAGE
+    // Pages of 2 MiB where the kernel keeps the file so (Linux 6.x, ext4/xfs: large folios read in on first
+    // touch): decoding streams the whole file per token, and fewer, larger pages read faster.
+    madvise(m->map, m->map_bytes, MADV_HUGEPAGE);
+#endif
     FileHeader h;
     memcpy(&h, m->map, sizeof h);
     if (memcmp(h.magic, MODEL_MAGIC, 8) != 0) return fail("%s: not a model file (bad magic); convert a checkpoint with ./quantize", path);
