@@ -858,13 +858,13 @@ typedef struct {
 // 32 columns, q4: 256). The kernels keep a tile's sums in registers.
 typedef struct {
     const void *w;               // the group's first block: BlockQ8x16 or BlockQ4x16
-    const void *w2;              // one token, q4: the next group's first block, which the tile also covers (its
-                                 // results at out + 16), if the kernel set's q4_own_scales; else NULL
+    const void *w2;              // one token: another group's first block, which the tile also covers (its
+                                 // results at out2), if the kernel set takes pairs; else NULL
     int nb;
     const float *scales;         // q4: 256 floats per block from the kernel set's q4_scales (NULL: the kernel
                                  // makes them itself, if the set's q4_own_scales)
     const uint16_t *wb, *wb2;    // AMX: the blocks widened to bf16 (q4_bf16, q8_bf16), else NULL; and those of
-                                 // the next group, which the tile also covers (out + 16), or NULL
+                                 // another group, which the tile also covers (results at out2), or NULL
     const int8_t *xq;            // levels of token 0 from the first block's columns; token t at + t·xstride
     const uint16_t *xb;          // AMX: the bf16 tile of tokens 0..15 and the first block's first 32 columns;
     int xbstride;                //   the next 16 tokens' xbstride values on
@@ -872,6 +872,7 @@ typedef struct {
     const int32_t *sum;          // token 0's Σ levels, likewise
     int xstride, bstride;
     float *out;                  // token 0's 16 results; token t's at + t·ostride
+    float *out2;                 // the same for the second group (w2, wb2)
     int ostride;
     int load;                    // add to what out holds (a later range of columns), else start from 0
     int prefetch;                // fetch the weights this many bytes ahead into L2 while going (streaming); or 0
@@ -908,8 +909,8 @@ typedef struct {
     ScoresKernel *scores;
     MixKernel *mix;
     QuantizeKernel *quantize;
-    int q4_own_scales;           // its q4 kernel makes each block's scales itself when the tile has none, and
-                                 // takes two groups (Tile.w2) in a tile of one token
+    int q4_own_scales;           // its q4 kernel makes each block's scales itself when the tile has none
+    int pairs;                   // its q4 and q8 kernels take a second group (Tile.w2) in a tile of one token
     ActsBF16Kernel *acts_bf16;   // AMX, for batches of 16 tokens or more; else NULL
     Q4BF16Kernel *q4_bf16;
     Q8BF16Kernel *q8_bf16;
@@ -1063,7 +1064,7 @@ static void quantize_scalar(const float *x, int nb, int8_t *q, float *d, int32_t
 
 static const Kernels kernels_scalar = {"scalar", q4_tile_scalar, q8_tile_scalar, q4_scales_scalar, 1.0f,
                                        f16_rows_scalar, f32_rows_scalar, scores_scalar, mix_scalar, quantize_scalar, 0,
-                                       NULL, NULL, NULL};
+                                       0, NULL, NULL, NULL};
 
 // ---- x86: AVX2, AVX-512, AVX-512 VNNI
 //
@@ -1153,7 +1154,7 @@ TARGET_AVX512 static INLINE __m512 q4_accumulate512(__m512 acc, __m512i isum, __
 // q4 with AVX-512 VNNI. Line i of sub-blocks 2k, 2k+1 gives two vpdpbusd operands: v & 0x0F (sub-block 2k)
 // and v & 0xF0, the levels of 2k+1 times 16 (q4_odd = 1/16 divides their scales). vpdpbusd multiplies one
 // by 4 activation bytes broadcast to every lane: lane r += the 4 products of row r.
-// Decoding, a tile of one token may take the next group too (p->w2, ng = 2): its rows share each broadcast,
+// Decoding, a tile of one token may take a second group too (p->w2, ng = 2): its rows share each broadcast,
 // and two streams from memory keep more lines in flight than one.
 TARGET_VNNI static INLINE void q4_tile_vnni_n(const Tile *p, const int nt, const int ng) {
     __m512 acc[8];  // group h, token t: acc[h·nt + t]
@@ -1161,7 +1162,7 @@ TARGET_VNNI static INLINE void q4_tile_vnni_n(const Tile *p, const int nt, const
     for (int h = 0; h < ng; h++)
         #pragma GCC unroll 8
         for (int t = 0; t < nt; t++)
-            acc[h * nt + t] = p->load ? _mm512_loadu_ps(p->out + t * p->ostride + 16 * h) : _mm512_setzero_ps();
+            acc[h * nt + t] = p->load ? _mm512_loadu_ps((h ? p->out2 : p->out) + t * p->ostride) : _mm512_setzero_ps();
     const __m512i low = _mm512_set1_epi8(0x0F), high = _mm512_set1_epi8((char)0xF0);
     const int chains = nt <= 2 && ng == 1 ? 2 : 1;  // independent sums per sub-block: few need more in flight
     for (int b = 0; b < p->nb; b++) {
@@ -1218,7 +1219,7 @@ TARGET_VNNI static INLINE void q4_tile_vnni_n(const Tile *p, const int nt, const
     #pragma GCC unroll 2
     for (int h = 0; h < ng; h++)
         #pragma GCC unroll 8
-        for (int t = 0; t < nt; t++) _mm512_storeu_ps(p->out + t * p->ostride + 16 * h, acc[h * nt + t]);
+        for (int t = 0; t < nt; t++) _mm512_storeu_ps((h ? p->out2 : p->out) + t * p->ostride, acc[h * nt + t]);
 }
 
 // q4 with AVX-512BW: vpmaddubsw adds pairs of products into 16-bit lanes. The 8 lines of a sub-block add
@@ -1259,32 +1260,52 @@ TARGET_AVX512 static INLINE void q4_tile_avx512_n(const Tile *p, const int nt) {
 }
 
 // q8 with AVX-512 VNNI: vpdpbusd takes unsigned weights, so v ^ 0x80 = v + 128 goes in and the sum starts
-// at −128·Σ levels of the token's block.
-TARGET_VNNI static INLINE void q8_tile_vnni_n(const Tile *p, const int nt) {
-    __m512 acc[8];
-    #pragma GCC unroll 8
-    for (int t = 0; t < nt; t++) acc[t] = p->load ? _mm512_loadu_ps(p->out + t * p->ostride) : _mm512_setzero_ps();
-    const __m512i bias = _mm512_set1_epi8((char)0x80);
-    for (int b = 0; b < p->nb; b++) {
-        const BlockQ8x16 *blk = (const BlockQ8x16 *)p->w + b;
-        __m512i isum[8];
-        #pragma GCC unroll 8
-        for (int t = 0; t < nt; t++) isum[t] = _mm512_set1_epi32(-128 * p->sum[t * p->bstride + b]);
-        for (int i = 0; i < 8; i++) {
-            prefetch_lines(blk, p->prefetch, 0, i);
-            __m512i u = _mm512_xor_si512(_mm512_loadu_si512(blk->q + 64 * i), bias);
-            #pragma GCC unroll 8
-            for (int t = 0; t < nt; t++)
-                isum[t] = _mm512_dpbusd_epi32(isum[t], u, _mm512_set1_epi32(load_i32(p->xq + t * p->xstride + QK8 * b + 4 * i)));
-        }
-        __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)blk->d));
+// at −128·Σ levels of the token's block. Decoding, a tile of one token may take a second group (p->w2, ng = 2),
+// as the q4 kernel does.
+TARGET_VNNI static INLINE void q8_tile_vnni_n(const Tile *p, const int nt, const int ng) {
+    __m512 acc[8];  // group h, token t: acc[h·nt + t]
+    #pragma GCC unroll 2
+    for (int h = 0; h < ng; h++)
         #pragma GCC unroll 8
         for (int t = 0; t < nt; t++)
-            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(d, _mm512_set1_ps(p->dx[t * p->bstride + b])),
-                                     acc[t]);
+            acc[h * nt + t] = p->load ? _mm512_loadu_ps((h ? p->out2 : p->out) + t * p->ostride) : _mm512_setzero_ps();
+    const __m512i bias = _mm512_set1_epi8((char)0x80);
+    for (int b = 0; b < p->nb; b++) {
+        const BlockQ8x16 *blk[2];
+        #pragma GCC unroll 2
+        for (int h = 0; h < ng; h++) blk[h] = (const BlockQ8x16 *)(h ? p->w2 : p->w) + b;
+        __m512i isum[8];
+        #pragma GCC unroll 2
+        for (int h = 0; h < ng; h++)
+            #pragma GCC unroll 8
+            for (int t = 0; t < nt; t++) isum[h * nt + t] = _mm512_set1_epi32(-128 * p->sum[t * p->bstride + b]);
+        for (int i = 0; i < 8; i++) {
+            __m512i u[2];
+            #pragma GCC unroll 2
+            for (int h = 0; h < ng; h++) {
+                prefetch_lines(blk[h], p->prefetch, 0, i);
+                u[h] = _mm512_xor_si512(_mm512_loadu_si512(blk[h]->q + 64 * i), bias);
+            }
+            #pragma GCC unroll 8
+            for (int t = 0; t < nt; t++) {
+                __m512i x = _mm512_set1_epi32(load_i32(p->xq + t * p->xstride + QK8 * b + 4 * i));
+                #pragma GCC unroll 2
+                for (int h = 0; h < ng; h++) isum[h * nt + t] = _mm512_dpbusd_epi32(isum[h * nt + t], u[h], x);
+            }
+        }
+        #pragma GCC unroll 2
+        for (int h = 0; h < ng; h++) {
+            __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)blk[h]->d));
+            #pragma GCC unroll 8
+            for (int t = 0; t < nt; t++)
+                acc[h * nt + t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[h * nt + t]),
+                                                  _mm512_mul_ps(d, _mm512_set1_ps(p->dx[t * p->bstride + b])), acc[h * nt + t]);
+        }
     }
-    #pragma GCC unroll 8
-    for (int t = 0; t < nt; t++) _mm512_storeu_ps(p->out + t * p->ostride, acc[t]);
+    #pragma GCC unroll 2
+    for (int h = 0; h < ng; h++)
+        #pragma GCC unroll 8
+        for (int t = 0; t < nt; t++) _mm512_storeu_ps((h ? p->out2 : p->out) + t * p->ostride, acc[h * nt + t]);
 }
 
 // q8 with AVX-512BW: vpmaddubsw needs one unsigned operand: |w| times x with w's sign (x negated where w < 0).
@@ -1402,10 +1423,10 @@ KEEP_ORDER TARGET_VNNI static void q4_tile_vnni(const Tile *p, int nt) {
 
 KEEP_ORDER TARGET_VNNI static void q8_tile_vnni(const Tile *p, int nt) {
     switch (nt) {
-    case 8: q8_tile_vnni_n(p, 8); break;
-    case 4: q8_tile_vnni_n(p, 4); break;
-    case 2: q8_tile_vnni_n(p, 2); break;
-    default: q8_tile_vnni_n(p, 1); break;
+    case 8: q8_tile_vnni_n(p, 8, 1); break;
+    case 4: q8_tile_vnni_n(p, 4, 1); break;
+    case 2: q8_tile_vnni_n(p, 2, 1); break;
+    default: p->w2 ? q8_tile_vnni_n(p, 1, 2) : q8_tile_vnni_n(p, 1, 1); break;
     }
 }
 
@@ -1713,13 +1734,13 @@ TARGET_AVX2 static void quantize_avx2(const float *x, int nb, int8_t *q, float *
 }
 
 static const Kernels kernels_avx2 = {"avx2", q4_tile_avx2, q8_tile_avx2, q4_scales_avx2, 1.0f, f16_rows_avx2,
-                                     f32_rows_avx2, scores_avx2, mix_avx2, quantize_avx2, 0, NULL, NULL, NULL};
+                                     f32_rows_avx2, scores_avx2, mix_avx2, quantize_avx2, 0, 0, NULL, NULL, NULL};
 static const Kernels kernels_avx512 = {"avx512", q4_tile_avx512, q8_tile_avx512, q4_scales_avx512, 1.0f,
                                        f16_rows_avx512, f32_rows_avx512, scores_avx512, mix_avx512, quantize_avx512, 0,
-                                       NULL, NULL, NULL};
+                                       0, NULL, NULL, NULL};
 static const Kernels kernels_vnni = {"avx512-vnni", q4_tile_vnni, q8_tile_vnni, q4_scales_avx512, 1.0f / 16,
                                      f16_rows_avx512, f32_rows_avx512, scores_avx512, mix_avx512, quantize_avx512,
-                                     1, NULL, NULL, NULL};
+                                     1, 1, NULL, NULL, NULL};
 
 // ---- x86 with AMX tiles (Sapphire Rapids and later): bf16 matrix products for batches of 16 tokens or more
 //
@@ -1841,7 +1862,7 @@ TARGET_AMX static INLINE void amx_store_c(int c, float *to, int stride) {
 }
 
 // nt <= 32 tokens (A tiles 4, 5: 16 tokens each) times the rows of the tile's group (weights wb, B tile 6)
-// and of the next group (wb2, B tile 7) over `steps` pieces of 32 columns: C tile 2h + u for group h and
+// and of a second group (wb2, B tile 7) over `steps` pieces of 32 columns: C tile 2h + u for group h and
 // tokens 16u.., four multiplies for the two A and two B tiles each step loads. A partial token tile
 // multiplies whatever the scratch holds past the batch, and only its first rows are kept; C tiles without
 // tokens or without a second group multiply the first ones again and are dropped.
@@ -1854,7 +1875,7 @@ TARGET_AMX static void amx_tile(const Tile *p, int nt, int steps) {
     int tiles = (nt + 15) / 16, last = nt - 16 * (tiles - 1), groups = p->wb2 ? 2 : 1;
     for (int c = 0; c < 4; c++) {
         int h = c / 2, u = c % 2;
-        float *out = p->out + (size_t)16 * u * p->ostride + QROWS * h;
+        float *out = (h ? p->out2 : p->out) + (size_t)16 * u * p->ostride;
         if (!p->load || u >= tiles || h >= groups) {
             amx_zero_c(c);
         } else if (u < tiles - 1 || last == 16) {
@@ -1877,7 +1898,7 @@ TARGET_AMX static void amx_tile(const Tile *p, int nt, int steps) {
     }
     for (int c = 0; c < 4; c++) {
         int h = c / 2, u = c % 2;
-        float *out = p->out + (size_t)16 * u * p->ostride + QROWS * h;
+        float *out = (h ? p->out2 : p->out) + (size_t)16 * u * p->ostride;
         if (u >= tiles || h >= groups) continue;
         if (u < tiles - 1 || last == 16) {
             amx_store_c(c, out, p->ostride * 4);
@@ -1916,7 +1937,7 @@ static int amx_usable(void) {
 }
 
 static const Kernels kernels_amx = {"amx", q4_tile_amx, q8_tile_amx, q4_scales_avx512, 1.0f / 16, f16_rows_avx512,
-                                    f32_rows_avx512, scores_avx512, mix_avx512, quantize_avx512, 1,
+                                    f32_rows_avx512, scores_avx512, mix_avx512, quantize_avx512, 1, 1,
                                     acts_bf16_amx, q4_bf16_amx, q8_bf16_amx};
 #endif // x86
 
@@ -2133,11 +2154,11 @@ static void quantize_neon(const float *x, int nb, int8_t *q, float *d, int32_t *
 }
 
 static const Kernels kernels_neon = {"neon", q4_tile_neon, q8_tile_neon, q4_scales_scalar, 1.0f, f16_rows_neon,
-                                     f32_rows_neon, scores_neon, mix_neon, quantize_neon, 0, NULL, NULL, NULL};
+                                     f32_rows_neon, scores_neon, mix_neon, quantize_neon, 0, 0, NULL, NULL, NULL};
 #ifdef HAVE_DOTPROD_KERNELS
 static const Kernels kernels_neondot = {"neon-dotprod", q4_tile_neondot, q8_tile_neondot, q4_scales_scalar, 1.0f,
-                                        f16_rows_neon, f32_rows_neon, scores_neon, mix_neon, quantize_neon, 0, NULL, NULL,
-                                        NULL};
+                                        f16_rows_neon, f32_rows_neon, scores_neon, mix_neon, quantize_neon, 0, 0, NULL,
+                                        NULL, NULL};
 #endif
 #if defined(__linux__)
 #include <sys/auxv.h>
@@ -2229,6 +2250,14 @@ static int thread_index(void) {
 #endif
 }
 
+static int thread_count(void) {  // in the current team
+#ifdef _OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
+
 // The set in use: --kernels' choice, or (the first time, if none) the best for this CPU.
 static const Kernels *kernel_set(void) {
     if (!kernels) kernels = kernels_for_cpu();
@@ -2290,9 +2319,9 @@ static Tile tile_at(const Tensor *w, int g, const QuantizedActs *a, int t, int c
 // q4 scales of those blocks, then every tile over them (8, 4, 2, 1 tokens), the first tile fetching the
 // next blocks from memory, the others finding these in L1.
 // A batch of 1, 2, 4 or 8 tokens (decoding) is one tile over the whole range, which makes each q4 block's
-// scales itself (q4_own_scales) or gets them block by block just before the block's levels. With
-// q4_own_scales, one token's tile covers groups g and g+1 (ng = 2).
-static void matmul_group(const Kernels *k, const Tensor *w, int g, int ng, const QuantizedActs *a, int n, int k0,
+// scales itself (q4_own_scales) or gets them block by block just before the block's levels. One token's
+// tile may cover a second group g2 as well (g2 >= 0, if the set takes pairs).
+static void matmul_group(const Kernels *k, const Tensor *w, int g, int g2, const QuantizedActs *a, int n, int k0,
                          int k1, float *out) {
     int q4 = w->type == TYPE_Q4, block = q4 ? QK4 : QK8, one_tile = n <= 8 && (n & (n - 1)) == 0;
     int own_scales = q4 && one_tile && k->q4_own_scales;
@@ -2306,7 +2335,11 @@ static void matmul_group(const Kernels *k, const Tensor *w, int g, int ng, const
         for (int t = 0, nt; t < n; t += nt) {
             for (nt = 8; nt > n - t; nt /= 2) {}
             Tile p = tile_at(w, g, a, t, c, nb, out);
-            p.w2 = ng == 2 ? tile_at(w, g + 1, a, t, c, nb, out).w : NULL;
+            if (g2 >= 0) {
+                Tile second = tile_at(w, g2, a, t, c, nb, out);
+                p.w2 = second.w;
+                p.out2 = second.out;
+            }
             p.scales = own_scales ? NULL : scales;
             p.load = c > 0;
             p.prefetch = t == 0 ? PREFETCH_AHEAD : 0;
@@ -2315,18 +2348,18 @@ static void matmul_group(const Kernels *k, const Tensor *w, int g, int ng, const
     }
 }
 
-// The same with AMX (a->xb: bf16 activations) for groups g and g+1 (ng = 2) or g alone: their blocks widened
+// The same with AMX (a->xb: bf16 activations) for groups g and g2 (g2 >= 0) or g alone: their blocks widened
 // to bf16, four q4 or 16 q8 blocks at a time (64 KiB), each q4 block's scales just before it so that the
 // widening's prefetches cover them; then tiles of 32 tokens x both groups over them.
-static void matmul_groups_bf16(const Kernels *k, const Tensor *w, int g, int ng, const QuantizedActs *a, int n,
+static void matmul_groups_bf16(const Kernels *k, const Tensor *w, int g, int g2, const QuantizedActs *a, int n,
                                int k0, int k1, float *out) {
-    int q4 = w->type == TYPE_Q4, block = q4 ? QK4 : QK8, step = q4 ? 4 : 16;
+    int q4 = w->type == TYPE_Q4, block = q4 ? QK4 : QK8, step = q4 ? 4 : 16, ng = g2 >= 0 ? 2 : 1;
     float scales[256];
     _Alignas(64) uint16_t wb[2][4 * 4096];
     for (int c = k0; c < k1; c += step * block) {
         int nb = (k1 - c) / block < step ? (k1 - c) / block : step;
         for (int h = 0; h < ng; h++) {
-            const void *first = tile_at(w, g + h, a, 0, c, nb, out).w;
+            const void *first = tile_at(w, h ? g2 : g, a, 0, c, nb, out).w;
             for (int b = 0; b < nb; b++) {
                 if (q4) {
                     k->q4_scales((const BlockQ4x16 *)first + b, k->q4_odd, scales);
@@ -2340,6 +2373,7 @@ static void matmul_groups_bf16(const Kernels *k, const Tensor *w, int g, int ng,
             Tile p = tile_at(w, g, a, t, c, nb, out);
             p.wb = wb[0];
             p.wb2 = ng == 2 ? wb[1] : NULL;
+            p.out2 = ng == 2 ? tile_at(w, g2, a, t, c, nb, out).out : NULL;
             p.load = c > 0;
             (q4 ? k->q4 : k->q8)(&p, n - t < 32 ? n - t : 32);
         }
@@ -2349,9 +2383,9 @@ static void matmul_groups_bf16(const Kernels *k, const Tensor *w, int g, int ng,
 // out (n, w->rows) = x (n, w->cols) · wᵀ, i.e. out[t][r] = Σ_i w[r][i] x[t][i] for each of n tokens.
 // q8/q4: the tokens go in chunks that the activation scratch holds, and the columns in ranges whose
 // activations stay in a core's cache (n · range <= 512 KiB of levels; AMX: 1 MiB of bf16), each range through
-// every group before the next; the threads split the groups (AMX, and q4 decoding one token with VNNI: pairs
-// of groups) evenly, the same way for every range. The sums of each token are the same whatever n is: a token gives the same logits alone or in a
-// batch (AMX: in any batch of 16 or more).
+// every group before the next; the threads split the groups evenly, the same way for every range (so no
+// thread waits for another between ranges). The sums of each token are the same whatever n is: a token gives
+// the same logits alone or in a batch (AMX: in any batch of 16 or more).
 static void matmul(float *out, const float *x, int n, const Tensor *w) {
     const Kernels *k = kernel_set();
     int rows = w->rows, cols = w->cols;
@@ -2370,7 +2404,6 @@ static void matmul(float *out, const float *x, int n, const Tensor *w) {
         const float *xt = x + (size_t)t0 * cols;
         float *ot = out + (size_t)t0 * rows;
         a.xb = k->acts_bf16 && nt >= 16 ? act_bf16 : NULL;
-        int groups = rows / QROWS, per_call = a.xb || (nt == 1 && w->type == TYPE_Q4 && k->q4_own_scales) ? 2 : 1;
         #pragma omp parallel if ((double)rows * cols * nt >= PARALLEL_WORK)
         {
             #pragma omp for schedule(static)
@@ -2378,13 +2411,19 @@ static void matmul(float *out, const float *x, int n, const Tensor *w) {
                 if (!a.xb) quantize_token(k, &a, t, xt + (size_t)t * cols);
                 else k->acts_bf16(xt + (size_t)t * cols, cols, a.xb + (size_t)(t - t % 16) * cols + 32 * (t % 16));
             }
+            // This thread's share of the groups, [g0, g1). Where tiles take two groups, group g0 + i goes with
+            // g0 + pairs + i, half the share on: the thread reads its weights as two continuous streams (a new
+            // stream at every tile would wait for the hardware prefetcher to find it again), and an odd last
+            // group goes alone.
+            int id = thread_index(), threads = thread_count(), groups = rows / QROWS;
+            int g0 = (int)((long long)groups * id / threads), g1 = (int)((long long)groups * (id + 1) / threads);
+            int pairs = a.xb || (nt == 1 && k->pairs) ? (g1 - g0) / 2 : 0;
             for (int k0 = 0; k0 < cols; k0 += range) {
                 int k1 = cols - k0 < range ? cols : k0 + range;
-                #pragma omp for schedule(static)
-                for (int g = 0; g < groups; g += per_call) {
-                    int ng = g + per_call <= groups ? per_call : 1;
-                    if (a.xb) matmul_groups_bf16(k, w, g, ng, &a, nt, k0, k1, ot);
-                    else matmul_group(k, w, g, ng, &a, nt, k0, k1, ot);
+                for (int i = 0; i < g1 - g0 - pairs; i++) {
+                    int g = i < pairs ? g0 + i : g0 + pairs + i, g2 = i < pairs ? g + pairs : -1;
+                    if (a.xb) matmul_groups_bf16(k, w, g, g2, &a, nt, k0, k1, ot);
+                    else matmul_group(k, w, g, g2, &a, nt, k0, k1, ot);
                 }
             }
         }

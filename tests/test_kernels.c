@@ -10,9 +10,10 @@
 // Cases: random weights of every type (q4 and q8 made by quantize.c's quantizers and interleaved as in the
 // file; f16, f32) with all-zero blocks, extreme scales (fp16 scales near 65504 and subnormal ones, 6-bit
 // scales and minimums 0 and 63, levels all 0 or all 15/127/-127); activations with outliers, all-zero
-// blocks and huge/tiny magnitudes; row counts 16..80 (f32/f16 also odd ones); token counts 1..64 (tiles of
-// 16 (AMX), 8, 4, 2, 1 and their mixtures; one token's q4 tiles of two groups, and one for an odd last group,
-// in the VNNI kernels) and column counts of several column ranges, so the partial sums go through memory.
+// blocks and huge/tiny magnitudes; row counts 16..176 (f32/f16 also odd ones); token counts 1..130 (tiles
+// of 16 (AMX), 8, 4, 2, 1 and their mixtures; one token's q4 and q8 tiles of two groups, next to each other
+// or apart, and one for an odd last group, in the VNNI kernels; on one thread and on two) and column counts
+// of several column ranges, so the partial sums go through memory.
 //
 // What "agrees" means: the q8/q4 SIMD kernels compute the same integer sums and the same float operations
 // as the scalar definition, except that they fuse each multiply-add (one rounding, not two): each of the
@@ -386,7 +387,8 @@ int main(int argc, char **argv) {
         {TYPE_Q8, 32, 640, 13},  {TYPE_Q8, 16, 20512, 3},  {TYPE_Q8, 64, 4096, 64}, {TYPE_F32, 1, 1, 1},
         {TYPE_Q4, 32, 512, 130}, {TYPE_Q8, 48, 160, 70},   {TYPE_F32, 7, 33, 5},    {TYPE_F32, 23, 588, 9},
         {TYPE_F32, 16, 64, 4},   {TYPE_F16, 5, 17, 3},     {TYPE_F16, 19, 200, 6},  {TYPE_F16, 32, 4096, 2},
-        {TYPE_Q4, 48, 2048, 1},  {TYPE_Q4, 64, 5120, 1},
+        {TYPE_Q4, 48, 2048, 1},  {TYPE_Q4, 64, 5120, 1},   {TYPE_Q4, 160, 512, 1},  {TYPE_Q4, 160, 8192, 1},
+        {TYPE_Q8, 80, 96, 1},    {TYPE_Q8, 176, 6016, 1},
     };
     for (size_t c = 0; c < sizeof cases / sizeof *cases; c++)
         check_case(cases[c].type, cases[c].rows, cases[c].cols, cases[c].n, sets, n_sets);
