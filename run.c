@@ -909,7 +909,8 @@ typedef struct {
     ScoresKernel *scores;
     MixKernel *mix;
     QuantizeKernel *quantize;
-    int q4_own_scales;           // its q4 kernel makes each block's scales itself when the tile has none
+    int q4_own_scales;           // tiles of up to this many tokens may come without scales: the q4 kernel then
+                                 // makes each block's itself
     int pairs;                   // its q4 and q8 kernels take a second group (Tile.w2) in a tile of one token
     ActsBF16Kernel *acts_bf16;   // AMX, for batches of 16 tokens or more; else NULL
     Q4BF16Kernel *q4_bf16;
@@ -1126,21 +1127,30 @@ TARGET_AVX512 static void q4_scales_avx512(const BlockQ4x16 *blk, float odd, flo
     for (int v = 0; v < 16; v++) _mm512_storeu_ps(out + 16 * v, q4_scale_value(&s, v));
 }
 
-// The same with AVX2, 8 rows at a time.
+// The same with AVX2, 8 rows (half h of the group) at a time. Row r's three dwords are dwords 3r, 3r+1,
+// 3r+2 of the half's 96 bytes (a, b, c: 8 dwords each): dword 3r + k lies in a, b or c and is picked from
+// each by a permute, then blended. Values as in q4_scale_value.
 TARGET_AVX2 static void q4_scales_avx2(const BlockQ4x16 *blk, float odd, float *out) {
+    const __m256i three_r = _mm256_setr_epi32(0, 3, 6, 9, 12, 15, 18, 21);
     for (int h = 0; h < 2; h++) {
         __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk->d + 8 * h)));
         __m256 d_odd = _mm256_mul_ps(d, _mm256_set1_ps(odd));
         __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk->dmin + 8 * h)));
-        __m256i offsets = _mm256_set_epi32(84, 72, 60, 48, 36, 24, 12, 0);
-        for (int i = 0; i < 4; i++) {
-            __m256i bits = _mm256_i32gather_epi32((const int *)(blk->scales[8 * h] + 3 * i), offsets, 1);
-            for (int k = 0; k < 4; k++) {
-                int v = 4 * i + k;
-                __m256i six = _mm256_and_si256(_mm256_srli_epi32(bits, 6 * k), _mm256_set1_epi32(63));
-                _mm256_storeu_ps(out + 16 * v + 8 * h,
-                                 _mm256_mul_ps(_mm256_cvtepi32_ps(six), v >= 8 ? dmin : v % 2 ? d_odd : d));
-            }
+        const __m256i *dwords = (const __m256i *)blk->scales[8 * h];
+        __m256i a = _mm256_loadu_si256(dwords), b = _mm256_loadu_si256(dwords + 1), c = _mm256_loadu_si256(dwords + 2);
+        __m256i w[3];
+        for (int k = 0; k < 3; k++) {
+            __m256i index = _mm256_add_epi32(three_r, _mm256_set1_epi32(k));  // 3r + k: 0..23
+            __m256i in_b = _mm256_cmpgt_epi32(index, _mm256_set1_epi32(7)), in_c = _mm256_cmpgt_epi32(index, _mm256_set1_epi32(15));
+            __m256i ab = _mm256_blendv_epi8(_mm256_permutevar8x32_epi32(a, index), _mm256_permutevar8x32_epi32(b, index), in_b);
+            w[k] = _mm256_blendv_epi8(ab, _mm256_permutevar8x32_epi32(c, index), in_c);
+        }
+        for (int v = 0; v < 16; v++) {
+            int bit = 6 * v, k = bit / 32, shift = bit % 32;
+            __m256i value = _mm256_srli_epi32(w[k], shift);
+            if (shift > 26) value = _mm256_or_si256(value, _mm256_slli_epi32(w[k + 1], 32 - shift));
+            value = _mm256_and_si256(value, _mm256_set1_epi32(63));
+            _mm256_storeu_ps(out + 16 * v + 8 * h, _mm256_mul_ps(_mm256_cvtepi32_ps(value), v >= 8 ? dmin : v % 2 ? d_odd : d));
         }
     }
 }
@@ -1237,6 +1247,7 @@ TARGET_AVX512 static INLINE void q4_tile_avx512_n(const Tile *p, const int nt) {
             __m512i pairs[8];
             #pragma GCC unroll 8
             for (int t = 0; t < nt; t++) pairs[t] = _mm512_setzero_si512();
+            #pragma GCC unroll 8
             for (int i = 0; i < 8; i++) {
                 __m512i v = _mm512_loadu_si512(blk->qs + 64 * (8 * (j / 2) + i));
                 if (j % 2 == 0) prefetch_lines(blk, p->prefetch, j / 2, i);
@@ -1320,6 +1331,7 @@ TARGET_AVX512 static INLINE void q8_tile_avx512_n(const Tile *p, const int nt) {
         __m512i isum[8];
         #pragma GCC unroll 8
         for (int t = 0; t < nt; t++) isum[t] = zero;
+        #pragma GCC unroll 8
         for (int i = 0; i < 8; i++) {
             prefetch_lines(blk, p->prefetch, 0, i);
             __m512i v = _mm512_loadu_si512(blk->q + 64 * i), a = _mm512_abs_epi8(v);
@@ -1355,6 +1367,7 @@ TARGET_AVX2 static INLINE void q4_tile_avx2_n(const Tile *p, int h, int t0, cons
             __m256i pairs[4];
             #pragma GCC unroll 8
             for (int t = 0; t < nt; t++) pairs[t] = _mm256_setzero_si256();
+            #pragma GCC unroll 8
             for (int i = 0; i < 8; i++) {
                 __m256i v = _mm256_loadu_si256((const __m256i *)(blk->qs + 64 * (8 * (j / 2) + i) + 32 * h));
                 if (h == 0 && t0 == 0 && j % 2 == 0) prefetch_lines(blk, p->prefetch, j / 2, i);
@@ -1379,6 +1392,48 @@ TARGET_AVX2 static INLINE void q4_tile_avx2_n(const Tile *p, int h, int t0, cons
     for (int t = 0; t < nt; t++) _mm256_storeu_ps(out + t * p->ostride, acc[t]);
 }
 
+// q4 with AVX2, one token (decoding): both halves of each line, and its low and high nibbles (sub-blocks 2k
+// and 2k+1) from one load. A tile without scales makes each block's into L1 just before its levels.
+TARGET_AVX2 static INLINE void q4_tile_avx2_one(const Tile *p) {
+    __m256 acc[2];
+    for (int h = 0; h < 2; h++) acc[h] = p->load ? _mm256_loadu_ps(p->out + 8 * h) : _mm256_setzero_ps();
+    const __m256i low = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+    _Alignas(32) float own[256];
+    for (int b = 0; b < p->nb; b++) {
+        const BlockQ4x16 *blk = (const BlockQ4x16 *)p->w + b;
+        if (!p->scales) q4_scales_avx2(blk, 1.0f, own);
+        const float *sc = p->scales ? p->scales + 256 * b : own, *mn = sc + 128;
+        for (int k = 0; k < 4; k++) {
+            __m256i even[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()}, odd[2] = {even[0], even[0]};
+            #pragma GCC unroll 8
+            for (int i = 0; i < 8; i++) {
+                prefetch_lines(blk, p->prefetch, k, i);
+                const int8_t *x = p->xq + QK4 * b + 64 * k + 4 * i;
+                __m256i x_even = _mm256_set1_epi32(load_i32(x)), x_odd = _mm256_set1_epi32(load_i32(x + 32));
+                #pragma GCC unroll 2
+                for (int h = 0; h < 2; h++) {
+                    __m256i v = _mm256_loadu_si256((const __m256i *)(blk->qs + 64 * (8 * k + i) + 32 * h));
+                    even[h] = _mm256_add_epi16(even[h], _mm256_maddubs_epi16(_mm256_and_si256(v, low), x_even));
+                    odd[h] = _mm256_add_epi16(odd[h], _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 4), low), x_odd));
+                }
+            }
+            int j = 8 * b + 2 * k;
+            #pragma GCC unroll 2
+            for (int h = 0; h < 2; h++) {
+                __m256 sc0 = _mm256_loadu_ps(sc + 32 * k + 8 * h), sc1 = _mm256_loadu_ps(sc + 32 * k + 16 + 8 * h);
+                __m256 mn0 = _mm256_loadu_ps(mn + 32 * k + 8 * h), mn1 = _mm256_loadu_ps(mn + 32 * k + 16 + 8 * h);
+                acc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(even[h], ones)),
+                                         _mm256_mul_ps(sc0, _mm256_set1_ps(p->dx[j])), acc[h]);
+                acc[h] = _mm256_fnmadd_ps(mn0, _mm256_set1_ps(p->dsum[j]), acc[h]);
+                acc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(odd[h], ones)),
+                                         _mm256_mul_ps(sc1, _mm256_set1_ps(p->dx[j + 1])), acc[h]);
+                acc[h] = _mm256_fnmadd_ps(mn1, _mm256_set1_ps(p->dsum[j + 1]), acc[h]);
+            }
+        }
+    }
+    for (int h = 0; h < 2; h++) _mm256_storeu_ps(p->out + 8 * h, acc[h]);
+}
+
 // q8 with AVX2: |w| times x with w's sign (vpsignb), widened every line.
 TARGET_AVX2 static INLINE void q8_tile_avx2_n(const Tile *p, int h, int t0, const int nt) {
     __m256 acc[4];
@@ -1391,6 +1446,7 @@ TARGET_AVX2 static INLINE void q8_tile_avx2_n(const Tile *p, int h, int t0, cons
         __m256i isum[4];
         #pragma GCC unroll 8
         for (int t = 0; t < nt; t++) isum[t] = _mm256_setzero_si256();
+        #pragma GCC unroll 8
         for (int i = 0; i < 8; i++) {
             if (h == 0 && t0 == 0) prefetch_lines(blk, p->prefetch, 0, i);
             __m256i v = _mm256_loadu_si256((const __m256i *)(blk->q + 64 * i + 32 * h)), a = _mm256_abs_epi8(v);
@@ -1449,6 +1505,10 @@ TARGET_AVX512 static void q8_tile_avx512(const Tile *p, int nt) {
 }
 
 TARGET_AVX2 static void q4_tile_avx2(const Tile *p, int nt) {
+    if (nt == 1) {
+        q4_tile_avx2_one(p);
+        return;
+    }
     for (int h = 0; h < 2; h++)
         for (int t = 0; t < nt; t += 4) {
             switch (nt - t < 4 ? nt - t : 4) {
@@ -1734,13 +1794,13 @@ TARGET_AVX2 static void quantize_avx2(const float *x, int nb, int8_t *q, float *
 }
 
 static const Kernels kernels_avx2 = {"avx2", q4_tile_avx2, q8_tile_avx2, q4_scales_avx2, 1.0f, f16_rows_avx2,
-                                     f32_rows_avx2, scores_avx2, mix_avx2, quantize_avx2, 0, 0, NULL, NULL, NULL};
+                                     f32_rows_avx2, scores_avx2, mix_avx2, quantize_avx2, 1, 0, NULL, NULL, NULL};
 static const Kernels kernels_avx512 = {"avx512", q4_tile_avx512, q8_tile_avx512, q4_scales_avx512, 1.0f,
                                        f16_rows_avx512, f32_rows_avx512, scores_avx512, mix_avx512, quantize_avx512, 0,
                                        0, NULL, NULL, NULL};
 static const Kernels kernels_vnni = {"avx512-vnni", q4_tile_vnni, q8_tile_vnni, q4_scales_avx512, 1.0f / 16,
                                      f16_rows_avx512, f32_rows_avx512, scores_avx512, mix_avx512, quantize_avx512,
-                                     1, 1, NULL, NULL, NULL};
+                                     8, 1, NULL, NULL, NULL};
 
 // ---- x86 with AMX tiles (Sapphire Rapids and later): bf16 matrix products for batches of 16 tokens or more
 //
@@ -1937,7 +1997,7 @@ static int amx_usable(void) {
 }
 
 static const Kernels kernels_amx = {"amx", q4_tile_amx, q8_tile_amx, q4_scales_avx512, 1.0f / 16, f16_rows_avx512,
-                                    f32_rows_avx512, scores_avx512, mix_avx512, quantize_avx512, 1, 1,
+                                    f32_rows_avx512, scores_avx512, mix_avx512, quantize_avx512, 8, 1,
                                     acts_bf16_amx, q4_bf16_amx, q8_bf16_amx};
 #endif // x86
 
@@ -2324,7 +2384,7 @@ static Tile tile_at(const Tensor *w, int g, const QuantizedActs *a, int t, int c
 static void matmul_group(const Kernels *k, const Tensor *w, int g, int g2, const QuantizedActs *a, int n, int k0,
                          int k1, float *out) {
     int q4 = w->type == TYPE_Q4, block = q4 ? QK4 : QK8, one_tile = n <= 8 && (n & (n - 1)) == 0;
-    int own_scales = q4 && one_tile && k->q4_own_scales;
+    int own_scales = q4 && one_tile && n <= k->q4_own_scales;
     int step = !one_tile ? (q4 ? 4 : 16) : q4 && !own_scales ? 1 : (k1 - k0) / block;  // about 9 KiB, or all
     TileKernel *kernel = q4 ? k->q4 : k->q8;
     float scales[4 * 256];
