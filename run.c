@@ -2026,6 +2026,64 @@ static INLINE int32x4_t dot4_neon(int32x4_t acc, int8x16_t w, int8x16_t x) {
 
 static INLINE int8x16_t broadcast4_neon(const int8_t *x) { return vreinterpretq_s8_s32(vdupq_n_s32(load_i32(x))); }
 
+// q4_scales_scalar, 4 rows (quad q) at a time: vld3q_u32 deals their 12 dwords out as dwords 0, 1 and 2 of
+// each row, w[k] lane r = dword 3r + k; values as in the AVX-512 version (q4_scale_value).
+static void q4_scales_neon(const BlockQ4x16 *blk, float odd, float *out) {
+    for (int q = 0; q < 4; q++) {
+        float32x4_t d = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(blk->d + 4 * q)));
+        float32x4_t dmin = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(blk->dmin + 4 * q)));
+        float32x4_t d_odd = vmulq_n_f32(d, odd);
+        uint32x4x3_t w = vld3q_u32((const uint32_t *)blk->scales[4 * q]);
+        #pragma GCC unroll 16
+        for (int v = 0; v < 16; v++) {
+            int bit = 6 * v, k = bit / 32, shift = bit % 32;
+            uint32x4_t value = vshlq_u32(w.val[k], vdupq_n_s32(-shift));
+            if (shift > 26) value = vorrq_u32(value, vshlq_u32(w.val[k + 1], vdupq_n_s32(32 - shift)));
+            value = vandq_u32(value, vdupq_n_u32(63));
+            vst1q_f32(out + 16 * v + 4 * q, vmulq_f32(vcvtq_f32_u32(value), v >= 8 ? dmin : v % 2 ? d_odd : d));
+        }
+    }
+}
+
+// q4, one token (decoding): all 4 quads of each line, and its low and high nibbles (sub-blocks 2k and 2k+1)
+// from one load. A tile without scales makes each block's into L1 just before its levels.
+static INLINE void q4_tile_neon_one(const Tile *p, Dot4 *dot4) {
+    float32x4_t acc[4];
+    for (int q = 0; q < 4; q++) acc[q] = p->load ? vld1q_f32(p->out + 4 * q) : vdupq_n_f32(0.0f);
+    const uint8x16_t low = vdupq_n_u8(15);
+    float own[256];
+    for (int b = 0; b < p->nb; b++) {
+        const BlockQ4x16 *blk = (const BlockQ4x16 *)p->w + b;
+        if (!p->scales) q4_scales_neon(blk, 1.0f, own);
+        const float *sc = p->scales ? p->scales + 256 * b : own, *mn = sc + 128;
+        for (int k = 0; k < 4; k++) {
+            int32x4_t even[4], odd[4];
+            for (int q = 0; q < 4; q++) even[q] = odd[q] = vdupq_n_s32(0);
+            #pragma GCC unroll 8
+            for (int i = 0; i < 8; i++) {
+                prefetch_lines(blk, p->prefetch, k, i);
+                const int8_t *x = p->xq + QK4 * b + 64 * k + 4 * i;
+                int8x16_t x_even = broadcast4_neon(x), x_odd = broadcast4_neon(x + 32);
+                #pragma GCC unroll 4
+                for (int q = 0; q < 4; q++) {
+                    uint8x16_t v = vld1q_u8(blk->qs + 64 * (8 * k + i) + 16 * q);
+                    even[q] = dot4(even[q], vreinterpretq_s8_u8(vandq_u8(v, low)), x_even);
+                    odd[q] = dot4(odd[q], vreinterpretq_s8_u8(vshrq_n_u8(v, 4)), x_odd);
+                }
+            }
+            int j = 8 * b + 2 * k;
+            #pragma GCC unroll 4
+            for (int q = 0; q < 4; q++) {
+                acc[q] = vfmaq_f32(acc[q], vcvtq_f32_s32(even[q]), vmulq_n_f32(vld1q_f32(sc + 32 * k + 4 * q), p->dx[j]));
+                acc[q] = vfmsq_f32(acc[q], vld1q_f32(mn + 32 * k + 4 * q), vdupq_n_f32(p->dsum[j]));
+                acc[q] = vfmaq_f32(acc[q], vcvtq_f32_s32(odd[q]), vmulq_n_f32(vld1q_f32(sc + 32 * k + 16 + 4 * q), p->dx[j + 1]));
+                acc[q] = vfmsq_f32(acc[q], vld1q_f32(mn + 32 * k + 16 + 4 * q), vdupq_n_f32(p->dsum[j + 1]));
+            }
+        }
+    }
+    for (int q = 0; q < 4; q++) vst1q_f32(p->out + 4 * q, acc[q]);
+}
+
 // q4: 4 rows (a quarter of each line) by up to 4 tokens at a time.
 static INLINE void q4_tile_neon_n(const Tile *p, int quad, int t0, const int nt, Dot4 *dot4) {
     float32x4_t acc[4];
@@ -2088,6 +2146,10 @@ static INLINE void q8_tile_neon_n(const Tile *p, int quad, int t0, const int nt,
 }
 
 static INLINE void q4_tile_neon_all(const Tile *p, int nt, Dot4 *dot4) {
+    if (nt == 1) {
+        q4_tile_neon_one(p, dot4);
+        return;
+    }
     for (int quad = 0; quad < 4; quad++)
         for (int t = 0; t < nt; t += 4) {
             switch (nt - t < 4 ? nt - t : 4) {
@@ -2213,11 +2275,11 @@ static void quantize_neon(const float *x, int nb, int8_t *q, float *d, int32_t *
     }
 }
 
-static const Kernels kernels_neon = {"neon", q4_tile_neon, q8_tile_neon, q4_scales_scalar, 1.0f, f16_rows_neon,
-                                     f32_rows_neon, scores_neon, mix_neon, quantize_neon, 0, 0, NULL, NULL, NULL};
+static const Kernels kernels_neon = {"neon", q4_tile_neon, q8_tile_neon, q4_scales_neon, 1.0f, f16_rows_neon,
+                                     f32_rows_neon, scores_neon, mix_neon, quantize_neon, 1, 0, NULL, NULL, NULL};
 #ifdef HAVE_DOTPROD_KERNELS
-static const Kernels kernels_neondot = {"neon-dotprod", q4_tile_neondot, q8_tile_neondot, q4_scales_scalar, 1.0f,
-                                        f16_rows_neon, f32_rows_neon, scores_neon, mix_neon, quantize_neon, 0, 0, NULL,
+static const Kernels kernels_neondot = {"neon-dotprod", q4_tile_neondot, q8_tile_neondot, q4_scales_neon, 1.0f,
+                                        f16_rows_neon, f32_rows_neon, scores_neon, mix_neon, quantize_neon, 1, 0, NULL,
                                         NULL, NULL};
 #endif
 #if defined(__linux__)
