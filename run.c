@@ -875,7 +875,7 @@ typedef struct {
     float *out2;                 // the same for the second group (w2, wb2)
     int ostride;
     int load;                    // add to what out holds (a later range of columns), else start from 0
-    int prefetch;                // fetch the weights this many bytes ahead into L2 while going (streaming); or 0
+    int prefetch;                // fetch the weights this many bytes ahead while going (streaming); or 0
 } Tile;
 
 typedef void TileKernel(const Tile *p, int nt);
@@ -928,18 +928,27 @@ static void quantize_token(const Kernels *k, const QuantizedActs *a, int t, cons
 }
 
 // Streaming weights from memory, the hardware prefetcher stops at each 4 KiB page and the loads of a
-// compute-heavy loop do not run far enough ahead: the kernels ask for the lines `ahead` bytes on into L2,
-// one as they use a line (i = 0..7 of the block's part k), and a ninth per eight (a q4 block is 36 lines, a
-// q8 one 8.5): spread out, not in bursts, which would stall the loads waiting for fill buffers. With ahead
-// = 0 they touch lines in cache: cheaper than a branch.
+// compute-heavy loop do not run far enough ahead: the kernels ask for the lines `ahead` bytes on, one as they
+// use a line (i = 0..7 of the block's part k), and a ninth per eight (a q4 block is 36 lines, a q8 one 8.5):
+// spread out, not in bursts, which would stall the loads waiting for fill buffers. With ahead = 0 they touch
+// lines in cache: cheaper than a branch.
 // Each prefetch that misses holds a fill buffer until its line comes (there are ~16 per core), so going
 // further ahead does not help: on the 24B model's decode 3 KiB did best (2.49 tok/s; 2 KiB 2.48, 4 KiB 2.44,
-// 6 KiB 2.39).
+// 6 KiB 2.39). One token's tiles (decoding) read their weights once and ask for them non-temporally, into L1
+// but not L2 (AMD Zen 5: decode 8% faster than into L2); the weights of bigger tiles, which later tiles read
+// again, go to L2, where they outlive the activations streaming through L1 (non-temporally: prefill 2-12%
+// slower). The AMX widening, tuned on Sapphire Rapids with L2 prefetches, keeps them. `once` is a constant
+// in every kernel, so the branch is gone once it is inlined.
 #define PREFETCH_AHEAD 3072  // bytes
-static inline void prefetch_lines(const void *block, int ahead, int k, int i) {
+static inline void prefetch_lines(const void *block, int ahead, int once, int k, int i) {
     const char *line = (const char *)block + ahead + 64 * (9 * k + i);
-    __builtin_prefetch(line, 0, 2);
-    if (i == 7) __builtin_prefetch(line + 64, 0, 2);
+    if (once) {
+        __builtin_prefetch(line, 0, 0);
+        if (i == 7) __builtin_prefetch(line + 64, 0, 0);
+    } else {
+        __builtin_prefetch(line, 0, 2);
+        if (i == 7) __builtin_prefetch(line + 64, 0, 2);
+    }
 }
 
 // ---- the definitions: scalar kernels
@@ -1194,7 +1203,7 @@ TARGET_VNNI static INLINE void q4_tile_vnni_n(const Tile *p, const int nt, const
                 #pragma GCC unroll 2
                 for (int h = 0; h < ng; h++) {
                     __m512i v = _mm512_loadu_si512(blk[h]->qs + 64 * (8 * k + i));
-                    prefetch_lines(blk[h], p->prefetch, k, i);
+                    prefetch_lines(blk[h], p->prefetch, nt == 1, k, i);
                     lo[h] = _mm512_and_si512(v, low), hi16[h] = _mm512_and_si512(v, high);
                 }
                 #pragma GCC unroll 8
@@ -1250,7 +1259,7 @@ TARGET_AVX512 static INLINE void q4_tile_avx512_n(const Tile *p, const int nt) {
             #pragma GCC unroll 8
             for (int i = 0; i < 8; i++) {
                 __m512i v = _mm512_loadu_si512(blk->qs + 64 * (8 * (j / 2) + i));
-                if (j % 2 == 0) prefetch_lines(blk, p->prefetch, j / 2, i);
+                if (j % 2 == 0) prefetch_lines(blk, p->prefetch, nt == 1, j / 2, i);
                 __m512i q = _mm512_and_si512(j % 2 ? _mm512_srli_epi16(v, 4) : v, low);
                 #pragma GCC unroll 8
                 for (int t = 0; t < nt; t++) {
@@ -1294,7 +1303,7 @@ TARGET_VNNI static INLINE void q8_tile_vnni_n(const Tile *p, const int nt, const
             __m512i u[2];
             #pragma GCC unroll 2
             for (int h = 0; h < ng; h++) {
-                prefetch_lines(blk[h], p->prefetch, 0, i);
+                prefetch_lines(blk[h], p->prefetch, nt == 1, 0, i);
                 u[h] = _mm512_xor_si512(_mm512_loadu_si512(blk[h]->q + 64 * i), bias);
             }
             #pragma GCC unroll 8
@@ -1333,7 +1342,7 @@ TARGET_AVX512 static INLINE void q8_tile_avx512_n(const Tile *p, const int nt) {
         for (int t = 0; t < nt; t++) isum[t] = zero;
         #pragma GCC unroll 8
         for (int i = 0; i < 8; i++) {
-            prefetch_lines(blk, p->prefetch, 0, i);
+            prefetch_lines(blk, p->prefetch, nt == 1, 0, i);
             __m512i v = _mm512_loadu_si512(blk->q + 64 * i), a = _mm512_abs_epi8(v);
             __mmask64 negative = _mm512_movepi8_mask(v);
             #pragma GCC unroll 8
@@ -1370,7 +1379,7 @@ TARGET_AVX2 static INLINE void q4_tile_avx2_n(const Tile *p, int h, int t0, cons
             #pragma GCC unroll 8
             for (int i = 0; i < 8; i++) {
                 __m256i v = _mm256_loadu_si256((const __m256i *)(blk->qs + 64 * (8 * (j / 2) + i) + 32 * h));
-                if (h == 0 && t0 == 0 && j % 2 == 0) prefetch_lines(blk, p->prefetch, j / 2, i);
+                if (h == 0 && t0 == 0 && j % 2 == 0) prefetch_lines(blk, p->prefetch, nt == 1, j / 2, i);
                 __m256i q = _mm256_and_si256(j % 2 ? _mm256_srli_epi16(v, 4) : v, low);
                 #pragma GCC unroll 8
                 for (int t = 0; t < nt; t++) {
@@ -1407,7 +1416,7 @@ TARGET_AVX2 static INLINE void q4_tile_avx2_one(const Tile *p) {
             __m256i even[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()}, odd[2] = {even[0], even[0]};
             #pragma GCC unroll 8
             for (int i = 0; i < 8; i++) {
-                prefetch_lines(blk, p->prefetch, k, i);
+                prefetch_lines(blk, p->prefetch, 1, k, i);
                 const int8_t *x = p->xq + QK4 * b + 64 * k + 4 * i;
                 __m256i x_even = _mm256_set1_epi32(load_i32(x)), x_odd = _mm256_set1_epi32(load_i32(x + 32));
                 #pragma GCC unroll 2
@@ -1448,7 +1457,7 @@ TARGET_AVX2 static INLINE void q8_tile_avx2_n(const Tile *p, int h, int t0, cons
         for (int t = 0; t < nt; t++) isum[t] = _mm256_setzero_si256();
         #pragma GCC unroll 8
         for (int i = 0; i < 8; i++) {
-            if (h == 0 && t0 == 0) prefetch_lines(blk, p->prefetch, 0, i);
+            if (h == 0 && t0 == 0) prefetch_lines(blk, p->prefetch, nt == 1, 0, i);
             __m256i v = _mm256_loadu_si256((const __m256i *)(blk->q + 64 * i + 32 * h)), a = _mm256_abs_epi8(v);
             #pragma GCC unroll 8
             for (int t = 0; t < nt; t++) {
@@ -1858,7 +1867,7 @@ TARGET_AMX static void q4_bf16_amx(const BlockQ4x16 *blk, const float *scales, u
         const __m512i mask = _mm512_set1_epi32(j % 2 ? 0xF0 : 0x0F);
         for (int i = 0; i < 8; i++) {
             const uint8_t *line = blk->qs + 64 * (8 * (j / 2) + i);
-            if (j % 2 == 0) prefetch_lines(blk, PREFETCH_AHEAD, j / 2, i);
+            if (j % 2 == 0) prefetch_lines(blk, PREFETCH_AHEAD, 0, j / 2, i);
             __m512 f[4];
             #pragma GCC unroll 4
             for (int q = 0; q < 4; q++) {
@@ -1875,7 +1884,7 @@ TARGET_AMX static void q4_bf16_amx(const BlockQ4x16 *blk, const float *scales, u
 TARGET_AMX static void q8_bf16_amx(const BlockQ8x16 *blk, uint16_t *out) {
     __m512 d[4];
     amx_by_row(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)blk->d)), d);
-    prefetch_lines(blk, PREFETCH_AHEAD, 0, 0);
+    prefetch_lines(blk, PREFETCH_AHEAD, 0, 0, 0);
     for (int i = 0; i < 8; i++) {
         __m512 f[4];
         #pragma GCC unroll 4
@@ -2061,7 +2070,7 @@ static INLINE void q4_tile_neon_one(const Tile *p, Dot4 *dot4) {
             for (int q = 0; q < 4; q++) even[q] = odd[q] = vdupq_n_s32(0);
             #pragma GCC unroll 8
             for (int i = 0; i < 8; i++) {
-                prefetch_lines(blk, p->prefetch, k, i);
+                prefetch_lines(blk, p->prefetch, 1, k, i);
                 const int8_t *x = p->xq + QK4 * b + 64 * k + 4 * i;
                 int8x16_t x_even = broadcast4_neon(x), x_odd = broadcast4_neon(x + 32);
                 #pragma GCC unroll 4
@@ -2100,7 +2109,7 @@ static INLINE void q4_tile_neon_n(const Tile *p, int quad, int t0, const int nt,
             for (int t = 0; t < nt; t++) isum[t] = vdupq_n_s32(0);
             for (int i = 0; i < 8; i++) {
                 uint8x16_t v = vld1q_u8(blk->qs + 64 * (8 * (j / 2) + i) + 16 * quad);
-                if (quad == 0 && t0 == 0 && j % 2 == 0) prefetch_lines(blk, p->prefetch, j / 2, i);
+                if (quad == 0 && t0 == 0 && j % 2 == 0) prefetch_lines(blk, p->prefetch, nt == 1, j / 2, i);
                 int8x16_t q = vreinterpretq_s8_u8(j % 2 ? vshrq_n_u8(v, 4) : vandq_u8(v, low));
                 #pragma GCC unroll 8
                 for (int t = 0; t < nt; t++)
@@ -2130,7 +2139,7 @@ static INLINE void q8_tile_neon_n(const Tile *p, int quad, int t0, const int nt,
         #pragma GCC unroll 8
         for (int t = 0; t < nt; t++) isum[t] = vdupq_n_s32(0);
         for (int i = 0; i < 8; i++) {
-            if (quad == 0 && t0 == 0) prefetch_lines(blk, p->prefetch, 0, i);
+            if (quad == 0 && t0 == 0) prefetch_lines(blk, p->prefetch, nt == 1, 0, i);
             int8x16_t v = vld1q_s8(blk->q + 64 * i + 16 * quad);
             #pragma GCC unroll 8
             for (int t = 0; t < nt; t++)
