@@ -1,7 +1,7 @@
 // bench.c: the yardsticks `make bench` measures our speed against, on this machine, in the same run.
 //
 //   tests/bench membw THREADS           best read bandwidth in GB/s: all threads, 1 to 8 streams each
-//   tests/bench filebw FILE THREADS     the same reading FILE through mmap (the page cache), 1 stream each
+//   tests/bench filebw FILE THREADS     the same reading FILE through mmap (the page cache)
 //   tests/bench flops THREADS           best fp32 FMA throughput in GFLOP/s, from registers (AVX-512, AVX2 or plain)
 //   tests/bench weight-bytes MODEL      bytes of weights the text decoder reads per generated token
 //   tests/bench image W H FILE          writes a W x H binary PPM test image (for the vision encoder)
@@ -31,15 +31,17 @@ static double now_seconds(void) {
 }
 
 // Sums n bytes from `streams` places of a slice advanced together (64 bytes each step), asking for the
-// line `ahead` bytes on (0: no software prefetch), as run's kernels do.
+// line `ahead` bytes on (0: no software prefetch) into L2, or non-temporally (nta: into L1 only), as run's
+// kernels do.
 #if defined(__x86_64__)
 typedef long long v8i __attribute__((vector_size(64)));  // 64 bytes: one AVX-512 load
 __attribute__((target("avx512f"))) static long long sum_streams_avx512(const uint8_t *p, size_t per, int streams,
-                                                                       size_t ahead) {
+                                                                       size_t ahead, int nta) {
     v8i acc[16] = {{0}};
     for (size_t i = 0; i < per; i += 64)
         for (int k = 0; k < streams; k++) {
-            if (ahead) __builtin_prefetch(p + k * per + i + ahead, 0, 2);
+            if (ahead && nta) __builtin_prefetch(p + k * per + i + ahead, 0, 0);
+            else if (ahead) __builtin_prefetch(p + k * per + i + ahead, 0, 2);
             acc[k] += *(const v8i *)(p + k * per + i);
         }
     long long s = 0;
@@ -48,14 +50,15 @@ __attribute__((target("avx512f"))) static long long sum_streams_avx512(const uin
     return s;
 }
 #endif
-static long long sum_streams(const uint8_t *p, size_t per, int streams, size_t ahead) {
+static long long sum_streams(const uint8_t *p, size_t per, int streams, size_t ahead, int nta) {
 #if defined(__x86_64__)
-    if (__builtin_cpu_supports("avx512f")) return sum_streams_avx512(p, per, streams, ahead);
+    if (__builtin_cpu_supports("avx512f")) return sum_streams_avx512(p, per, streams, ahead, nta);
 #endif
     uint64_t acc[16] = {0};
     for (size_t i = 0; i < per; i += 8)
         for (int k = 0; k < streams; k++) {
-            if (ahead && i % 64 == 0) __builtin_prefetch(p + k * per + i + ahead, 0, 2);
+            if (ahead && i % 64 == 0 && nta) __builtin_prefetch(p + k * per + i + ahead, 0, 0);
+            else if (ahead && i % 64 == 0) __builtin_prefetch(p + k * per + i + ahead, 0, 2);
             acc[k] += *(const uint64_t *)(p + k * per + i);
         }
     long long s = 0;
@@ -64,7 +67,10 @@ static long long sum_streams(const uint8_t *p, size_t per, int streams, size_t a
 }
 
 // The best of `passes` passes of all threads summing their slices of buf, each `streams` places at once.
-static double best_read(const uint8_t *buf, size_t bytes, int streams, size_t ahead, int passes) {
+// Every pass is tried with each of these software prefetches: none, 8 KiB ahead into L2, and 3 KiB ahead
+// non-temporally (as run's one-token kernels do).
+static const struct { size_t ahead; int nta; } prefetches[] = {{0, 0}, {8192, 0}, {3072, 1}};
+static double best_read(const uint8_t *buf, size_t bytes, int streams, size_t ahead, int nta, int passes) {
     long long total = 0;
     double best = 0;
     for (int pass = 0; pass < passes; pass++) {
@@ -76,7 +82,7 @@ static double best_read(const uint8_t *buf, size_t bytes, int streams, size_t ah
             nt = omp_get_num_threads(), id = omp_get_thread_num();
 #endif
             size_t per = bytes / nt / streams / 64 * 64;
-            total += sum_streams(buf + (size_t)id * per * streams, per - (per > ahead ? ahead : per), streams, ahead);
+            total += sum_streams(buf + (size_t)id * per * streams, per - (per > ahead ? ahead : per), streams, ahead, nta);
         }
         double gbs = (double)bytes / (now_seconds() - t0) / 1e9;
         best = gbs > best ? gbs : best;
@@ -85,11 +91,23 @@ static double best_read(const uint8_t *buf, size_t bytes, int streams, size_t ah
     return best;
 }
 
+// The best of best_read over 1, 2, 4 .. max_streams streams and every kind of prefetch.
+static double best_variant(const uint8_t *buf, size_t bytes, int max_streams, int passes) {
+    double best = 0;
+    for (int streams = 1; streams <= max_streams; streams *= 2)
+        for (size_t i = 0; i < sizeof prefetches / sizeof *prefetches; i++) {
+            double gbs = best_read(buf, bytes, streams, prefetches[i].ahead, prefetches[i].nta, passes);
+            best = gbs > best ? gbs : best;
+        }
+    return best;
+}
+
 // Each thread sums its slice of a 2 GiB buffer (far larger than the caches), reading 1, 2, 4 or 8 places
-// of it at once (hardware prefetchers may keep several streams per core busier than one), with and
-// without software prefetch (on a Sapphire Rapids one prefetched stream reads fastest), in 4 KiB pages and,
-// where the kernel gives them (Linux's MADV_HUGEPAGE), 2 MiB pages (fewer TLB misses: 2-4% faster here).
-// The best pass of the best variant is the yardstick.
+// of it at once (hardware prefetchers may keep several streams per core busier than one), with and without
+// software prefetch (on a Sapphire Rapids one prefetched stream reads fastest; on an AMD Zen 5 two to eight
+// streams with none, or four non-temporally prefetched ones), in 4 KiB pages and, where the kernel gives
+// them (Linux's MADV_HUGEPAGE), 2 MiB pages (fewer TLB misses: 2-4% faster on the Sapphire Rapids). The best
+// pass of the best variant is the yardstick.
 static double measure_bandwidth(void) {
     size_t bytes = (size_t)2 << 30;
     double best = 0;
@@ -101,19 +119,16 @@ static double measure_bandwidth(void) {
 #endif
         #pragma omp parallel for
         for (size_t i = 0; i < bytes; i += 64) memset(buf + i, 1, 64);  // touch every page near its thread
-        for (int streams = 1; streams <= 8; streams *= 2)
-            for (size_t ahead = 0; ahead <= 8192; ahead += 8192) {
-                double gbs = best_read(buf, bytes, streams, ahead, 4);
-                best = gbs > best ? gbs : best;
-            }
+        double gbs = best_variant(buf, bytes, 8, 4);
+        best = gbs > best ? gbs : best;
         free(buf);
     }
     return best;
 }
 
-// Reading a model file's pages where run reads them, through a shared mmap of the page cache (the file
-// should be cached: bench.sh reads it first): up to 4 GiB of it, one prefetched stream per thread. These
-// pages are 4 KiB, scattered over the machine's memory, and read more slowly than the yardstick's buffer.
+// Reading a model file's pages where run reads them, through a shared mmap of the page cache with 2 MiB pages
+// asked for, as run does (the file should be cached: bench.sh reads it first): up to 4 GiB of it, the best of
+// 1, 2 and 4 streams per thread with and without software prefetch.
 static int measure_file_bandwidth(const char *path) {
     int fd = open(path, O_RDONLY);
     struct stat st;
@@ -122,7 +137,10 @@ static int measure_file_bandwidth(const char *path) {
     const uint8_t *map = mmap(NULL, bytes, PROT_READ, MAP_SHARED, fd, 0);
     close(fd);
     if (map == MAP_FAILED) { perror(path); return 1; }
-    printf("%.1f\n", best_read(map, bytes, 1, 8192, 4));
+#ifdef MADV_HUGEPAGE
+    madvise((void *)map, bytes, MADV_HUGEPAGE);
+#endif
+    printf("%.1f\n", best_variant(map, bytes, 4, 2));
     munmap((void *)map, bytes);
     return 0;
 }
