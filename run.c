@@ -1150,16 +1150,19 @@ TARGET_AVX2 static void q4_scales_avx2(const BlockQ4x16 *blk, float odd, float *
         __m256i w[3];
         for (int k = 0; k < 3; k++) {
             __m256i index = _mm256_add_epi32(three_r, _mm256_set1_epi32(k));  // 3r + k: 0..23
-            __m256i in_b = _mm256_cmpgt_epi32(index, _mm256_set1_epi32(7)), in_c = _mm256_cmpgt_epi32(index, _mm256_set1_epi32(15));
-            __m256i ab = _mm256_blendv_epi8(_mm256_permutevar8x32_epi32(a, index), _mm256_permutevar8x32_epi32(b, index), in_b);
-            w[k] = _mm256_blendv_epi8(ab, _mm256_permutevar8x32_epi32(c, index), in_c);
+            __m256i in_b = _mm256_cmpgt_epi32(index, _mm256_set1_epi32(7));
+            __m256i in_c = _mm256_cmpgt_epi32(index, _mm256_set1_epi32(15));
+            __m256i a_or_b = _mm256_blendv_epi8(_mm256_permutevar8x32_epi32(a, index),
+                                                _mm256_permutevar8x32_epi32(b, index), in_b);
+            w[k] = _mm256_blendv_epi8(a_or_b, _mm256_permutevar8x32_epi32(c, index), in_c);
         }
         for (int v = 0; v < 16; v++) {
             int bit = 6 * v, k = bit / 32, shift = bit % 32;
             __m256i value = _mm256_srli_epi32(w[k], shift);
             if (shift > 26) value = _mm256_or_si256(value, _mm256_slli_epi32(w[k + 1], 32 - shift));
             value = _mm256_and_si256(value, _mm256_set1_epi32(63));
-            _mm256_storeu_ps(out + 16 * v + 8 * h, _mm256_mul_ps(_mm256_cvtepi32_ps(value), v >= 8 ? dmin : v % 2 ? d_odd : d));
+            __m256 scale = v >= 8 ? dmin : v % 2 ? d_odd : d;
+            _mm256_storeu_ps(out + 16 * v + 8 * h, _mm256_mul_ps(_mm256_cvtepi32_ps(value), scale));
         }
     }
 }
@@ -1170,6 +1173,23 @@ TARGET_AVX512 static INLINE __m512 q4_accumulate512(__m512 acc, __m512i isum, __
     return _mm512_fnmadd_ps(mn, _mm512_set1_ps(dsum), acc);
 }
 
+// A tile's sums for group h (out, or out2 for the second) and token t in acc[h·nt + t]: what out holds if
+// p->load, else 0; and back.
+TARGET_AVX512 static INLINE void tile_sums_load512(const Tile *p, const int nt, const int ng, __m512 *acc) {
+    #pragma GCC unroll 2
+    for (int h = 0; h < ng; h++)
+        #pragma GCC unroll 8
+        for (int t = 0; t < nt; t++)
+            acc[h * nt + t] = p->load ? _mm512_loadu_ps((h ? p->out2 : p->out) + t * p->ostride) : _mm512_setzero_ps();
+}
+
+TARGET_AVX512 static INLINE void tile_sums_store512(const Tile *p, const int nt, const int ng, const __m512 *acc) {
+    #pragma GCC unroll 2
+    for (int h = 0; h < ng; h++)
+        #pragma GCC unroll 8
+        for (int t = 0; t < nt; t++) _mm512_storeu_ps((h ? p->out2 : p->out) + t * p->ostride, acc[h * nt + t]);
+}
+
 // q4 with AVX-512 VNNI. Line i of sub-blocks 2k, 2k+1 gives two vpdpbusd operands: v & 0x0F (sub-block 2k)
 // and v & 0xF0, the levels of 2k+1 times 16 (q4_odd = 1/16 divides their scales). vpdpbusd multiplies one
 // by 4 activation bytes broadcast to every lane: lane r += the 4 products of row r.
@@ -1177,11 +1197,7 @@ TARGET_AVX512 static INLINE __m512 q4_accumulate512(__m512 acc, __m512i isum, __
 // and two streams from memory keep more lines in flight than one.
 TARGET_VNNI static INLINE void q4_tile_vnni_n(const Tile *p, const int nt, const int ng) {
     __m512 acc[8];  // group h, token t: acc[h·nt + t]
-    #pragma GCC unroll 2
-    for (int h = 0; h < ng; h++)
-        #pragma GCC unroll 8
-        for (int t = 0; t < nt; t++)
-            acc[h * nt + t] = p->load ? _mm512_loadu_ps((h ? p->out2 : p->out) + t * p->ostride) : _mm512_setzero_ps();
+    tile_sums_load512(p, nt, ng, acc);
     const __m512i low = _mm512_set1_epi8(0x0F), high = _mm512_set1_epi8((char)0xF0);
     const int chains = nt <= 2 && ng == 1 ? 2 : 1;  // independent sums per sub-block: few need more in flight
     for (int b = 0; b < p->nb; b++) {
@@ -1235,10 +1251,7 @@ TARGET_VNNI static INLINE void q4_tile_vnni_n(const Tile *p, const int nt, const
             }
         }
     }
-    #pragma GCC unroll 2
-    for (int h = 0; h < ng; h++)
-        #pragma GCC unroll 8
-        for (int t = 0; t < nt; t++) _mm512_storeu_ps((h ? p->out2 : p->out) + t * p->ostride, acc[h * nt + t]);
+    tile_sums_store512(p, nt, ng, acc);
 }
 
 // q4 with AVX-512BW: vpmaddubsw adds pairs of products into 16-bit lanes. The 8 lines of a sub-block add
@@ -1284,11 +1297,7 @@ TARGET_AVX512 static INLINE void q4_tile_avx512_n(const Tile *p, const int nt) {
 // as the q4 kernel does.
 TARGET_VNNI static INLINE void q8_tile_vnni_n(const Tile *p, const int nt, const int ng) {
     __m512 acc[8];  // group h, token t: acc[h·nt + t]
-    #pragma GCC unroll 2
-    for (int h = 0; h < ng; h++)
-        #pragma GCC unroll 8
-        for (int t = 0; t < nt; t++)
-            acc[h * nt + t] = p->load ? _mm512_loadu_ps((h ? p->out2 : p->out) + t * p->ostride) : _mm512_setzero_ps();
+    tile_sums_load512(p, nt, ng, acc);
     const __m512i bias = _mm512_set1_epi8((char)0x80);
     for (int b = 0; b < p->nb; b++) {
         const BlockQ8x16 *blk[2];
@@ -1317,15 +1326,13 @@ TARGET_VNNI static INLINE void q8_tile_vnni_n(const Tile *p, const int nt, const
         for (int h = 0; h < ng; h++) {
             __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)blk[h]->d));
             #pragma GCC unroll 8
-            for (int t = 0; t < nt; t++)
-                acc[h * nt + t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[h * nt + t]),
-                                                  _mm512_mul_ps(d, _mm512_set1_ps(p->dx[t * p->bstride + b])), acc[h * nt + t]);
+            for (int t = 0; t < nt; t++) {
+                __m512 scale = _mm512_mul_ps(d, _mm512_set1_ps(p->dx[t * p->bstride + b]));
+                acc[h * nt + t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[h * nt + t]), scale, acc[h * nt + t]);
+            }
         }
     }
-    #pragma GCC unroll 2
-    for (int h = 0; h < ng; h++)
-        #pragma GCC unroll 8
-        for (int t = 0; t < nt; t++) _mm512_storeu_ps((h ? p->out2 : p->out) + t * p->ostride, acc[h * nt + t]);
+    tile_sums_store512(p, nt, ng, acc);
 }
 
 // q8 with AVX-512BW: vpmaddubsw needs one unsigned operand: |w| times x with w's sign (x negated where w < 0).
@@ -1413,7 +1420,8 @@ TARGET_AVX2 static INLINE void q4_tile_avx2_one(const Tile *p) {
         if (!p->scales) q4_scales_avx2(blk, 1.0f, own);
         const float *sc = p->scales ? p->scales + 256 * b : own, *mn = sc + 128;
         for (int k = 0; k < 4; k++) {
-            __m256i even[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()}, odd[2] = {even[0], even[0]};
+            __m256i even[2], odd[2];
+            for (int h = 0; h < 2; h++) even[h] = odd[h] = _mm256_setzero_si256();
             #pragma GCC unroll 8
             for (int i = 0; i < 8; i++) {
                 prefetch_lines(blk, p->prefetch, 1, k, i);
@@ -1422,8 +1430,9 @@ TARGET_AVX2 static INLINE void q4_tile_avx2_one(const Tile *p) {
                 #pragma GCC unroll 2
                 for (int h = 0; h < 2; h++) {
                     __m256i v = _mm256_loadu_si256((const __m256i *)(blk->qs + 64 * (8 * k + i) + 32 * h));
-                    even[h] = _mm256_add_epi16(even[h], _mm256_maddubs_epi16(_mm256_and_si256(v, low), x_even));
-                    odd[h] = _mm256_add_epi16(odd[h], _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 4), low), x_odd));
+                    __m256i lo = _mm256_and_si256(v, low), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+                    even[h] = _mm256_add_epi16(even[h], _mm256_maddubs_epi16(lo, x_even));
+                    odd[h] = _mm256_add_epi16(odd[h], _mm256_maddubs_epi16(hi, x_odd));
                 }
             }
             int j = 8 * b + 2 * k;
@@ -2083,10 +2092,12 @@ static INLINE void q4_tile_neon_one(const Tile *p, Dot4 *dot4) {
             int j = 8 * b + 2 * k;
             #pragma GCC unroll 4
             for (int q = 0; q < 4; q++) {
-                acc[q] = vfmaq_f32(acc[q], vcvtq_f32_s32(even[q]), vmulq_n_f32(vld1q_f32(sc + 32 * k + 4 * q), p->dx[j]));
-                acc[q] = vfmsq_f32(acc[q], vld1q_f32(mn + 32 * k + 4 * q), vdupq_n_f32(p->dsum[j]));
-                acc[q] = vfmaq_f32(acc[q], vcvtq_f32_s32(odd[q]), vmulq_n_f32(vld1q_f32(sc + 32 * k + 16 + 4 * q), p->dx[j + 1]));
-                acc[q] = vfmsq_f32(acc[q], vld1q_f32(mn + 32 * k + 16 + 4 * q), vdupq_n_f32(p->dsum[j + 1]));
+                float32x4_t sc0 = vld1q_f32(sc + 32 * k + 4 * q), sc1 = vld1q_f32(sc + 32 * k + 16 + 4 * q);
+                float32x4_t mn0 = vld1q_f32(mn + 32 * k + 4 * q), mn1 = vld1q_f32(mn + 32 * k + 16 + 4 * q);
+                acc[q] = vfmaq_f32(acc[q], vcvtq_f32_s32(even[q]), vmulq_n_f32(sc0, p->dx[j]));
+                acc[q] = vfmsq_f32(acc[q], mn0, vdupq_n_f32(p->dsum[j]));
+                acc[q] = vfmaq_f32(acc[q], vcvtq_f32_s32(odd[q]), vmulq_n_f32(sc1, p->dx[j + 1]));
+                acc[q] = vfmsq_f32(acc[q], mn1, vdupq_n_f32(p->dsum[j + 1]));
             }
         }
     }

@@ -82,7 +82,8 @@ static double best_read(const uint8_t *buf, size_t bytes, int streams, size_t ah
             nt = omp_get_num_threads(), id = omp_get_thread_num();
 #endif
             size_t per = bytes / nt / streams / 64 * 64;
-            total += sum_streams(buf + (size_t)id * per * streams, per - (per > ahead ? ahead : per), streams, ahead, nta);
+            size_t n = per - (per > ahead ? ahead : per);
+            total += sum_streams(buf + (size_t)id * per * streams, n, streams, ahead, nta);
         }
         double gbs = (double)bytes / (now_seconds() - t0) / 1e9;
         best = gbs > best ? gbs : best;
