@@ -1076,7 +1076,7 @@ static const Kernels kernels_scalar = {"scalar", q4_tile_scalar, q8_tile_scalar,
                                        f16_rows_scalar, f32_rows_scalar, scores_scalar, mix_scalar, quantize_scalar, 0,
                                        0, NULL, NULL, NULL};
 
-// ---- x86: AVX2, AVX-512, AVX-512 VNNI
+// ---- x86: AVX2, AVX-VNNI, AVX-512, AVX-512 VNNI
 //
 // Each kernel is an always-inline body for a fixed number of tokens nt (so that its sums stay in registers)
 // and a function that picks the body for the tile's nt.
@@ -1086,6 +1086,7 @@ static const Kernels kernels_scalar = {"scalar", q4_tile_scalar, q8_tile_scalar,
 #include <sys/syscall.h>
 #define HAVE_X86_KERNELS
 #define TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define TARGET_AVXVNNI __attribute__((target("avx2,fma,f16c,avxvnni")))
 #define TARGET_AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl")))
 #define TARGET_VNNI __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")))
 #define INLINE inline __attribute__((always_inline))
@@ -1369,13 +1370,30 @@ TARGET_AVX512 static INLINE void q8_tile_avx512_n(const Tile *p, const int nt) {
     for (int t = 0; t < nt; t++) _mm512_storeu_ps(p->out + t * p->ostride, acc[t]);
 }
 
+// The AVX2 kernels multiply 32 weight bytes (unsigned) by 32 activation bytes (signed) and add each 4
+// products into a 32-bit lane in one of two ways, given to them as two functions (resolved when inlined):
+// AVX2's vpmaddubsw adds pairs of products into 16-bit lanes, which hold the sums of up to 8 lines of q4
+// levels (8·2·15·127 < 2^15) or of 1 line of q8 ones, then widens them (vpmaddwd with ones); AVX-VNNI's
+// vpdpbusd (Alder Lake and later, Zen 5) adds all four into 32 bits at once: nothing to widen. The integer
+// sums, and so the results, are the same.
+typedef __m256i Dot256(__m256i sums, __m256i w, __m256i x);
+typedef __m256i Widen256(__m256i sums);
+TARGET_AVX2 static INLINE __m256i dot_avx2(__m256i sums, __m256i w, __m256i x) {
+    return _mm256_add_epi16(sums, _mm256_maddubs_epi16(w, x));
+}
+TARGET_AVX2 static INLINE __m256i widen_avx2(__m256i sums) { return _mm256_madd_epi16(sums, _mm256_set1_epi16(1)); }
+TARGET_AVXVNNI static INLINE __m256i dot_avxvnni(__m256i sums, __m256i w, __m256i x) {
+    return _mm256_dpbusd_avx_epi32(sums, w, x);
+}
+TARGET_AVXVNNI static INLINE __m256i widen_avxvnni(__m256i sums) { return sums; }
+
 // q4 with AVX2: as the AVX-512BW kernel, 8 rows (half a line) by up to 4 tokens at a time (16 registers).
-TARGET_AVX2 static INLINE void q4_tile_avx2_n(const Tile *p, int h, int t0, const int nt) {
+TARGET_AVX2 static INLINE void q4_tile_avx2_n(const Tile *p, int h, int t0, const int nt, Dot256 *dot, Widen256 *widen) {
     __m256 acc[4];
     float *out = p->out + t0 * p->ostride + 8 * h;
     #pragma GCC unroll 8
     for (int t = 0; t < nt; t++) acc[t] = p->load ? _mm256_loadu_ps(out + t * p->ostride) : _mm256_setzero_ps();
-    const __m256i low = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+    const __m256i low = _mm256_set1_epi8(0x0F);
     for (int b = 0; b < p->nb; b++) {
         const BlockQ4x16 *blk = (const BlockQ4x16 *)p->w + b;
         const float *sc = p->scales + 256 * b + 8 * h, *mn = sc + 128;
@@ -1391,14 +1409,14 @@ TARGET_AVX2 static INLINE void q4_tile_avx2_n(const Tile *p, int h, int t0, cons
                 #pragma GCC unroll 8
                 for (int t = 0; t < nt; t++) {
                     __m256i x = _mm256_set1_epi32(load_i32(p->xq + (t0 + t) * p->xstride + QK4 * b + 32 * j + 4 * i));
-                    pairs[t] = _mm256_add_epi16(pairs[t], _mm256_maddubs_epi16(q, x));
+                    pairs[t] = dot(pairs[t], q, x);
                 }
             }
             __m256 scj = _mm256_loadu_ps(sc + 16 * j), mnj = _mm256_loadu_ps(mn + 16 * j);
             #pragma GCC unroll 8
             for (int t = 0; t < nt; t++) {
                 int jx = (t0 + t) * p->bstride + 8 * b + j;
-                __m256 isum = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs[t], ones));
+                __m256 isum = _mm256_cvtepi32_ps(widen(pairs[t]));
                 acc[t] = _mm256_fmadd_ps(isum, _mm256_mul_ps(scj, _mm256_set1_ps(p->dx[jx])), acc[t]);
                 acc[t] = _mm256_fnmadd_ps(mnj, _mm256_set1_ps(p->dsum[jx]), acc[t]);
             }
@@ -1410,10 +1428,10 @@ TARGET_AVX2 static INLINE void q4_tile_avx2_n(const Tile *p, int h, int t0, cons
 
 // q4 with AVX2, one token (decoding): both halves of each line, and its low and high nibbles (sub-blocks 2k
 // and 2k+1) from one load. A tile without scales makes each block's into L1 just before its levels.
-TARGET_AVX2 static INLINE void q4_tile_avx2_one(const Tile *p) {
+TARGET_AVX2 static INLINE void q4_tile_avx2_one(const Tile *p, Dot256 *dot, Widen256 *widen) {
     __m256 acc[2];
     for (int h = 0; h < 2; h++) acc[h] = p->load ? _mm256_loadu_ps(p->out + 8 * h) : _mm256_setzero_ps();
-    const __m256i low = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+    const __m256i low = _mm256_set1_epi8(0x0F);
     _Alignas(32) float own[256];
     for (int b = 0; b < p->nb; b++) {
         const BlockQ4x16 *blk = (const BlockQ4x16 *)p->w + b;
@@ -1431,8 +1449,8 @@ TARGET_AVX2 static INLINE void q4_tile_avx2_one(const Tile *p) {
                 for (int h = 0; h < 2; h++) {
                     __m256i v = _mm256_loadu_si256((const __m256i *)(blk->qs + 64 * (8 * k + i) + 32 * h));
                     __m256i lo = _mm256_and_si256(v, low), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
-                    even[h] = _mm256_add_epi16(even[h], _mm256_maddubs_epi16(lo, x_even));
-                    odd[h] = _mm256_add_epi16(odd[h], _mm256_maddubs_epi16(hi, x_odd));
+                    even[h] = dot(even[h], lo, x_even);
+                    odd[h] = dot(odd[h], hi, x_odd);
                 }
             }
             int j = 8 * b + 2 * k;
@@ -1440,11 +1458,11 @@ TARGET_AVX2 static INLINE void q4_tile_avx2_one(const Tile *p) {
             for (int h = 0; h < 2; h++) {
                 __m256 sc0 = _mm256_loadu_ps(sc + 32 * k + 8 * h), sc1 = _mm256_loadu_ps(sc + 32 * k + 16 + 8 * h);
                 __m256 mn0 = _mm256_loadu_ps(mn + 32 * k + 8 * h), mn1 = _mm256_loadu_ps(mn + 32 * k + 16 + 8 * h);
-                acc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(even[h], ones)),
-                                         _mm256_mul_ps(sc0, _mm256_set1_ps(p->dx[j])), acc[h]);
+                acc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(widen(even[h])), _mm256_mul_ps(sc0, _mm256_set1_ps(p->dx[j])),
+                                         acc[h]);
                 acc[h] = _mm256_fnmadd_ps(mn0, _mm256_set1_ps(p->dsum[j]), acc[h]);
-                acc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(odd[h], ones)),
-                                         _mm256_mul_ps(sc1, _mm256_set1_ps(p->dx[j + 1])), acc[h]);
+                acc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(widen(odd[h])), _mm256_mul_ps(sc1, _mm256_set1_ps(p->dx[j + 1])),
+                                         acc[h]);
                 acc[h] = _mm256_fnmadd_ps(mn1, _mm256_set1_ps(p->dsum[j + 1]), acc[h]);
             }
         }
@@ -1453,12 +1471,11 @@ TARGET_AVX2 static INLINE void q4_tile_avx2_one(const Tile *p) {
 }
 
 // q8 with AVX2: |w| times x with w's sign (vpsignb), widened every line.
-TARGET_AVX2 static INLINE void q8_tile_avx2_n(const Tile *p, int h, int t0, const int nt) {
+TARGET_AVX2 static INLINE void q8_tile_avx2_n(const Tile *p, int h, int t0, const int nt, Dot256 *dot, Widen256 *widen) {
     __m256 acc[4];
     float *out = p->out + t0 * p->ostride + 8 * h;
     #pragma GCC unroll 8
     for (int t = 0; t < nt; t++) acc[t] = p->load ? _mm256_loadu_ps(out + t * p->ostride) : _mm256_setzero_ps();
-    const __m256i ones = _mm256_set1_epi16(1);
     for (int b = 0; b < p->nb; b++) {
         const BlockQ8x16 *blk = (const BlockQ8x16 *)p->w + b;
         __m256i isum[4];
@@ -1471,8 +1488,8 @@ TARGET_AVX2 static INLINE void q8_tile_avx2_n(const Tile *p, int h, int t0, cons
             #pragma GCC unroll 8
             for (int t = 0; t < nt; t++) {
                 __m256i x = _mm256_set1_epi32(load_i32(p->xq + (t0 + t) * p->xstride + QK8 * b + 4 * i));
-                __m256i pairs = _mm256_maddubs_epi16(a, _mm256_sign_epi8(x, v));
-                isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(pairs, ones));
+                __m256i line = dot(_mm256_setzero_si256(), a, _mm256_sign_epi8(x, v));
+                isum[t] = _mm256_add_epi32(isum[t], widen(line));
             }
         }
         __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk->d + 8 * h)));
@@ -1522,31 +1539,36 @@ TARGET_AVX512 static void q8_tile_avx512(const Tile *p, int nt) {
     }
 }
 
-TARGET_AVX2 static void q4_tile_avx2(const Tile *p, int nt) {
+TARGET_AVX2 static INLINE void q4_tile_avx2_all(const Tile *p, int nt, Dot256 *dot, Widen256 *widen) {
     if (nt == 1) {
-        q4_tile_avx2_one(p);
+        q4_tile_avx2_one(p, dot, widen);
         return;
     }
     for (int h = 0; h < 2; h++)
         for (int t = 0; t < nt; t += 4) {
             switch (nt - t < 4 ? nt - t : 4) {
-            case 4: q4_tile_avx2_n(p, h, t, 4); break;
-            case 2: q4_tile_avx2_n(p, h, t, 2); break;
-            default: q4_tile_avx2_n(p, h, t, 1); break;
+            case 4: q4_tile_avx2_n(p, h, t, 4, dot, widen); break;
+            case 2: q4_tile_avx2_n(p, h, t, 2, dot, widen); break;
+            default: q4_tile_avx2_n(p, h, t, 1, dot, widen); break;
             }
         }
 }
 
-TARGET_AVX2 static void q8_tile_avx2(const Tile *p, int nt) {
+TARGET_AVX2 static INLINE void q8_tile_avx2_all(const Tile *p, int nt, Dot256 *dot, Widen256 *widen) {
     for (int h = 0; h < 2; h++)
         for (int t = 0; t < nt; t += 4) {
             switch (nt - t < 4 ? nt - t : 4) {
-            case 4: q8_tile_avx2_n(p, h, t, 4); break;
-            case 2: q8_tile_avx2_n(p, h, t, 2); break;
-            default: q8_tile_avx2_n(p, h, t, 1); break;
+            case 4: q8_tile_avx2_n(p, h, t, 4, dot, widen); break;
+            case 2: q8_tile_avx2_n(p, h, t, 2, dot, widen); break;
+            default: q8_tile_avx2_n(p, h, t, 1, dot, widen); break;
             }
         }
 }
+
+TARGET_AVX2 static void q4_tile_avx2(const Tile *p, int nt) { q4_tile_avx2_all(p, nt, dot_avx2, widen_avx2); }
+TARGET_AVX2 static void q8_tile_avx2(const Tile *p, int nt) { q8_tile_avx2_all(p, nt, dot_avx2, widen_avx2); }
+TARGET_AVXVNNI static void q4_tile_avxvnni(const Tile *p, int nt) { q4_tile_avx2_all(p, nt, dot_avxvnni, widen_avxvnni); }
+TARGET_AVXVNNI static void q8_tile_avxvnni(const Tile *p, int nt) { q8_tile_avx2_all(p, nt, dot_avxvnni, widen_avxvnni); }
 
 // f32 and f16 rows: per row and token, two 16-lane partial sums over columns 32c..32c+31, a masked tail,
 // then a fixed reduction: the same order whatever the number of tokens. One row by up to 4 tokens at a time.
@@ -1813,6 +1835,9 @@ TARGET_AVX2 static void quantize_avx2(const float *x, int nb, int8_t *q, float *
 
 static const Kernels kernels_avx2 = {"avx2", q4_tile_avx2, q8_tile_avx2, q4_scales_avx2, 1.0f, f16_rows_avx2,
                                      f32_rows_avx2, scores_avx2, mix_avx2, quantize_avx2, 1, 0, NULL, NULL, NULL};
+static const Kernels kernels_avxvnni = {"avx-vnni", q4_tile_avxvnni, q8_tile_avxvnni, q4_scales_avx2, 1.0f,
+                                        f16_rows_avx2, f32_rows_avx2, scores_avx2, mix_avx2, quantize_avx2, 1, 0, NULL,
+                                        NULL, NULL};
 static const Kernels kernels_avx512 = {"avx512", q4_tile_avx512, q8_tile_avx512, q4_scales_avx512, 1.0f,
                                        f16_rows_avx512, f32_rows_avx512, scores_avx512, mix_avx512, quantize_avx512, 0,
                                        0, NULL, NULL, NULL};
@@ -2313,7 +2338,7 @@ static const Kernels kernels_neondot = {"neon-dotprod", q4_tile_neondot, q8_tile
 static const Kernels *const all_kernels[] = {
     &kernels_scalar,
 #ifdef HAVE_X86_KERNELS
-    &kernels_avx2, &kernels_avx512, &kernels_vnni, &kernels_amx,
+    &kernels_avx2, &kernels_avxvnni, &kernels_avx512, &kernels_vnni, &kernels_amx,
 #endif
 #ifdef HAVE_NEON_KERNELS
     &kernels_neon,
@@ -2332,6 +2357,8 @@ static int kernels_supported(const Kernels *k) {
     int avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                  __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
     if (k == &kernels_avx2) return avx2;
+    unsigned a, b, c, d;  // AVX-VNNI: CPUID 7.1 EAX bit 4 (not every compiler's __builtin_cpu_supports knows it)
+    if (k == &kernels_avxvnni) return avx2 && __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a >> 4 & 1);
     if (k == &kernels_avx512) return avx512;
     if (k == &kernels_vnni) return avx512 && __builtin_cpu_supports("avx512vnni");
     if (k == &kernels_amx) return avx512 && __builtin_cpu_supports("avx512vnni") && amx_usable();

@@ -69,6 +69,8 @@ def x86_sets():
     sets = ["scalar"]
     if {"avx2", "fma", "f16c"} <= f:
         sets.append("avx2")
+        if "avx_vnni" in f:
+            sets.append("avx-vnni")
         if {"avx512f", "avx512bw", "avx512dq", "avx512vl"} <= f:
             sets.append("avx512")
             if "avx512_vnni" in f:
@@ -149,7 +151,8 @@ def golden(type_):
 def check_sets(cmd, sets):
     """Every kernel set of `sets` on the golden model: f32 within 1e-4 of llama.cpp, q8/q4 within LOOSE of
     scalar (amx: AMX_LOOSE). avx512 and avx512-vnni differ only in their integer products, which give the
-    same sums: the same logits, bit for bit (other sets sum the f32 parts, attention, in other orders)."""
+    same sums: the same logits, bit for bit; so do avx2 and avx-vnni (other sets sum the f32 parts,
+    attention, in other orders)."""
     for type_ in ("f32", "q8", "q4"):
         want = logits(cmd, golden(type_), "--kernels", "scalar")
         if type_ == "f32":
@@ -163,9 +166,10 @@ def check_sets(cmd, sets):
             print(f"    {os.path.basename(cmd[-1])} {s:12s} {type_}: rel err {e:.2e} vs "
                   f"{'llama.cpp' if type_ == 'f32' else 'scalar'}")
             assert e <= (1e-4 if type_ == "f32" else AMX_LOOSE if s == "amx" else LOOSE), f"{s} {type_}: {e:.3g}"
-        same = [s for s in ("avx512", "avx512-vnni") if s in got]
-        for s in same[1:]:
-            assert np.array_equal(got[same[0]], got[s]), f"{type_}: {same[0]} and {s} differ"
+        for twins in (("avx512", "avx512-vnni"), ("avx2", "avx-vnni")):
+            same = [s for s in twins if s in got]
+            for s in same[1:]:
+                assert np.array_equal(got[same[0]], got[s]), f"{type_}: {same[0]} and {s} differ"
 
 
 def test_every_kernel_set_end_to_end():
