@@ -1157,6 +1157,7 @@ TARGET_AVX2 static void q4_scales_avx2(const BlockQ4x16 *blk, float odd, float *
                                                 _mm256_permutevar8x32_epi32(b, index), in_b);
             w[k] = _mm256_blendv_epi8(a_or_b, _mm256_permutevar8x32_epi32(c, index), in_c);
         }
+        #pragma GCC unroll 16
         for (int v = 0; v < 16; v++) {
             int bit = 6 * v, k = bit / 32, shift = bit % 32;
             __m256i value = _mm256_srli_epi32(w[k], shift);
