@@ -388,7 +388,8 @@ int main(int argc, char **argv) {
         {TYPE_Q4, 32, 512, 130}, {TYPE_Q8, 48, 160, 70},   {TYPE_F32, 7, 33, 5},    {TYPE_F32, 23, 588, 9},
         {TYPE_F32, 16, 64, 4},   {TYPE_F16, 5, 17, 3},     {TYPE_F16, 19, 200, 6},  {TYPE_F16, 32, 4096, 2},
         {TYPE_Q4, 48, 2048, 1},  {TYPE_Q4, 64, 5120, 1},   {TYPE_Q4, 160, 512, 1},  {TYPE_Q4, 160, 8192, 1},
-        {TYPE_Q8, 80, 96, 1},    {TYPE_Q8, 176, 6016, 1},
+        {TYPE_Q8, 80, 96, 1},    {TYPE_Q8, 176, 6016, 1},  {TYPE_Q4, 160, 1024, 12}, {TYPE_Q4, 112, 512, 2},
+        {TYPE_Q8, 160, 256, 10}, {TYPE_Q8, 112, 64, 4},
     };
     for (size_t c = 0; c < sizeof cases / sizeof *cases; c++)
         check_case(cases[c].type, cases[c].rows, cases[c].cols, cases[c].n, sets, n_sets);
