@@ -2555,14 +2555,15 @@ static Tile tile_at(const Tensor *w, int g, const QuantizedActs *a, int t, int c
     return p;
 }
 
+// Whether a batch of n tokens (1, 2, 4 or 8: decoding) goes through each group as one tile over a whole
+// range of columns, rather than in tiles over a few blocks at a time.
+static int one_tile(int n) { return n <= 8 && (n & (n - 1)) == 0; }
+
 // out for the 16 rows of group g, the n tokens of a and the columns [k0, k1), a few blocks at a time: the
 // q4 scales of those blocks, then every tile over them (8, 4, 2, 1 tokens), the first tile fetching the
 // next blocks from memory, the others finding these in L1.
-// A batch of 1, 2, 4 or 8 tokens (decoding) is one tile over the whole range (one_tile), which makes each q4
-// block's scales itself (q4_own_scales) or gets them block by block just before the block's levels.
-// A tile may cover a second group g2 as well (g2 >= 0, if the set takes pairs).
-static int one_tile(int n) { return n <= 8 && (n & (n - 1)) == 0; }
-
+// A batch for one_tile makes each q4 block's scales itself (q4_own_scales) or gets them block by block just
+// before the block's levels. A tile may cover a second group g2 as well (g2 >= 0, if the set takes pairs).
 static void matmul_group(const Kernels *k, const Tensor *w, int g, int g2, const QuantizedActs *a, int n, int k0,
                          int k1, float *out) {
     int q4 = w->type == TYPE_Q4, block = q4 ? QK4 : QK8;
