@@ -30,9 +30,14 @@ static double now_seconds(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+// Asks for the line at p into L2, or non-temporally (nta: into L1 only), as run's kernels do.
+static inline void prefetch_line(const uint8_t *p, int nta) {
+    if (nta) __builtin_prefetch(p, 0, 0);
+    else __builtin_prefetch(p, 0, 2);
+}
+
 // Sums n bytes from `streams` places of a slice advanced together (64 bytes each step), asking for the
-// line `ahead` bytes on (0: no software prefetch) into L2, or non-temporally (nta: into L1 only), as run's
-// kernels do.
+// line `ahead` bytes on (0: no software prefetch).
 #if defined(__x86_64__)
 typedef long long v8i __attribute__((vector_size(64)));  // 64 bytes: one AVX-512 load
 __attribute__((target("avx512f"))) static long long sum_streams_avx512(const uint8_t *p, size_t per, int streams,
@@ -40,8 +45,7 @@ __attribute__((target("avx512f"))) static long long sum_streams_avx512(const uin
     v8i acc[16] = {{0}};
     for (size_t i = 0; i < per; i += 64)
         for (int k = 0; k < streams; k++) {
-            if (ahead && nta) __builtin_prefetch(p + k * per + i + ahead, 0, 0);
-            else if (ahead) __builtin_prefetch(p + k * per + i + ahead, 0, 2);
+            if (ahead) prefetch_line(p + k * per + i + ahead, nta);
             acc[k] += *(const v8i *)(p + k * per + i);
         }
     long long s = 0;
@@ -57,8 +61,7 @@ static long long sum_streams(const uint8_t *p, size_t per, int streams, size_t a
     uint64_t acc[16] = {0};
     for (size_t i = 0; i < per; i += 8)
         for (int k = 0; k < streams; k++) {
-            if (ahead && i % 64 == 0 && nta) __builtin_prefetch(p + k * per + i + ahead, 0, 0);
-            else if (ahead && i % 64 == 0) __builtin_prefetch(p + k * per + i + ahead, 0, 2);
+            if (ahead && i % 64 == 0) prefetch_line(p + k * per + i + ahead, nta);
             acc[k] += *(const uint64_t *)(p + k * per + i);
         }
     long long s = 0;
