@@ -271,6 +271,19 @@ def test_usage_errors():
         expect_error([m, flag], codes=(2,), must=[flag])
 
 
+def test_kernels_flag_errors():
+    """--kernels with no name, a name run does not know, or a set this CPU cannot run (amx without AMX,
+    avx-vnni on an older AVX2 CPU, the other architecture's): a usage error naming it, exit 2."""
+    m = model()
+    expect_error([m, "--kernels"], codes=(2,), must=["--kernels"])
+    err = expect_error([m, "-p", "hi", "--kernels", "bogus"], codes=(2,), must=["--kernels bogus"])
+    runs = err[err.index("this CPU runs:"):].split(";")[0].split()[3:]
+    assert "scalar" in runs, f"--help does not list the scalar kernels: {err!r}"
+    known = ["scalar", "avx2", "avx-vnni", "avx512", "avx512-vnni", "amx", "neon", "neon-dotprod"]
+    for name in [k for k in known if k not in runs]:
+        expect_error([m, "-p", "hi", "--kernels", name], codes=(2,), must=[f"--kernels {name}"])
+
+
 def test_bad_numbers():
     m = model()
     # the contract's cases, then other values no sampler can use
