@@ -2549,7 +2549,7 @@ static int32_t act_sums[ACT_BLOCKS];
 // rows of out apart, which the hardware prefetcher does not follow, and each tile would start by waiting
 // for memory (6-9% of the kernel's time). So they keep them in partial_sums, (group, token, 16 rows), where
 // a group's tiles walk them in order, copied into out at the end (2 threads, prefill of 256 tokens
-// 11.7-14.5 -> 15.4-15.8 tok/s, of 512 tokens 10.3-12.2 -> 12.4-15.6).
+// 11.7-14.5 -> 15.4-15.8 tok/s, of 512 tokens 10.3-12.2 -> 12.4-15.6); in out if they do not fit.
 typedef struct { float *at; size_t ostride, gstride; } Sums;
 #define PARTIAL_SUMS (8 << 20)       // floats: 256 tokens of 32768 rows
 static _Alignas(64) float partial_sums[PARTIAL_SUMS];
@@ -2645,11 +2645,11 @@ static void matmul_groups_bf16(const Kernels *k, const Tensor *w, int g, int g2,
 }
 
 // out (n, w->rows) = x (n, w->cols) · wᵀ, i.e. out[t][r] = Σ_i w[r][i] x[t][i] for each of n tokens.
-// q8/q4: the tokens go in chunks that the activation scratch and partial_sums hold, and the columns in
-// ranges whose activations stay in a core's cache (n · range <= 512 KiB of levels; AMX: 1 MiB of bf16), each
-// range through every group before the next; the threads split the groups evenly, the same way for every
-// range (so no thread waits for another between ranges). The sums of each token are the same whatever n is:
-// a token gives the same logits alone or in a batch (AMX: in any batch of 16 or more).
+// q8/q4: the tokens go in chunks that the activation scratch holds, and the columns in ranges whose
+// activations stay in a core's cache (n · range <= 512 KiB of levels; AMX: 1 MiB of bf16), each range through
+// every group before the next; the threads split the groups evenly, the same way for every range (so no
+// thread waits for another between ranges). The sums of each token are the same whatever n is: a token gives
+// the same logits alone or in a batch (AMX: in any batch of 16 or more).
 static void matmul(float *out, const float *x, int n, const Tensor *w) {
     const Kernels *k = kernel_set();
     int rows = w->rows, cols = w->cols;
@@ -2661,8 +2661,6 @@ static void matmul(float *out, const float *x, int n, const Tensor *w) {
     }
     QuantizedActs a = {cols, act_levels, act_scales, act_dsums, act_sums, NULL, cols + 64, cols / QK8 + 16};
     int chunk = ACT_LEVELS / a.xstride < ACT_BLOCKS / a.bstride ? ACT_LEVELS / a.xstride : ACT_BLOCKS / a.bstride;
-    int fit = PARTIAL_SUMS / rows > 1 ? PARTIAL_SUMS / rows : 1;  // tokens whose partial sums fit
-    chunk = chunk < fit ? chunk : fit;
     for (int t0 = 0; t0 < n; t0 += chunk) {
         int nt = n - t0 < chunk ? n - t0 : chunk;
         int range = (512 << 10) / nt / QK4 * QK4;
@@ -2670,7 +2668,7 @@ static void matmul(float *out, const float *x, int n, const Tensor *w) {
         const float *xt = x + (size_t)t0 * cols;
         float *ot = out + (size_t)t0 * rows;
         a.xb = k->acts_bf16 && nt >= 16 ? act_bf16 : NULL;
-        int partial = !a.xb && !one_tile(nt);
+        int partial = !a.xb && !one_tile(nt) && (size_t)nt * rows <= PARTIAL_SUMS;
         Sums sums = {ot, rows, QROWS};
         if (partial) sums = (Sums){partial_sums, QROWS, (size_t)nt * QROWS};
         #pragma omp parallel if ((double)rows * cols * nt >= PARALLEL_WORK)

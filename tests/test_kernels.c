@@ -11,7 +11,7 @@
 // file; f16, f32) with all-zero blocks, extreme scales (fp16 scales near 65504 and subnormal ones, 6-bit
 // scales and minimums 0 and 63, levels all 0 or all 15/127/-127); activations with outliers, all-zero
 // blocks and huge/tiny magnitudes; row counts 16..176 (f32/f16 also odd ones) and 65536 (more partial sums
-// than matmul keeps at once, so its batch goes in chunks); token counts 1..130 (tiles
+// than matmul's partial_sums holds); token counts 1..130 (tiles
 // of 16 (AMX), 8, 4, 2, 1 and their mixtures; one token's q4 and q8 tiles of two groups, next to each other
 // or apart, and one for an odd last group, in the VNNI kernels; on one thread and on two) and column counts
 // of several column ranges, so the partial sums go through memory.
@@ -391,7 +391,7 @@ int main(int argc, char **argv) {
         {TYPE_Q4, 48, 2048, 1},  {TYPE_Q4, 64, 5120, 1},   {TYPE_Q4, 160, 512, 1},  {TYPE_Q4, 160, 8192, 1},
         {TYPE_Q8, 80, 96, 1},    {TYPE_Q8, 176, 6016, 1},  {TYPE_Q4, 160, 1024, 12}, {TYPE_Q4, 112, 512, 2},
         {TYPE_Q8, 160, 256, 10}, {TYPE_Q8, 112, 64, 4},
-        {TYPE_Q8, 65536, 32, 130},  // more partial sums than partial_sums holds: chunks of 128 tokens, then 2
+        {TYPE_Q8, 65536, 32, 130},  // more partial sums than partial_sums holds: they stay in out
     };
     for (size_t c = 0; c < sizeof cases / sizeof *cases; c++)
         check_case(cases[c].type, cases[c].rows, cases[c].cols, cases[c].n, sets, n_sets);
