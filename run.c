@@ -2696,7 +2696,7 @@ static void matmul(float *out, const float *x, int n, const Tensor *w) {
             }
             for (int g = g0; g < g1 && partial; g++)
                 for (int t = 0; t < nt; t++)
-                    memcpy(ot + (size_t)t * rows + g * QROWS, partial_sums + ((size_t)g * nt + t) * QROWS,
+                    memcpy(ot + (size_t)t * rows + g * QROWS, sums.at + t * sums.ostride + g * sums.gstride,
                            sizeof(float) * QROWS);
         }
     }
