@@ -2644,6 +2644,41 @@ static void matmul_groups_bf16(const Kernels *k, const Tensor *w, int g, int g2,
     }
 }
 
+// Thread id's share of the groups of a matmul, [g0, g1), in units of work. Where tiles take two groups (one
+// token, to read two streams; a prompt's tiles over a few blocks, to share each activation between both),
+// unit i < pairs is group g0 + i with g0 + pairs + i, half the share on: the thread reads its weights as two
+// continuous streams (a new stream at every tile would wait for the hardware prefetcher to find it again);
+// the other units are one group each (an odd last group, or all of them).
+typedef struct { int g0, g1, pairs; } Share;
+
+static Share share_of(int groups, int id, int threads, int paired) {
+    int g0 = (int)((long long)groups * id / threads), g1 = (int)((long long)groups * (id + 1) / threads);
+    return (Share){g0, g1, paired ? (g1 - g0) / 2 : 0};
+}
+
+static int units(const Share *s) { return s->g1 - s->g0 - s->pairs; }
+
+// The first group of unit i of share s; *g2 = the second, or -1.
+static int unit_groups(const Share *s, int i, int *g2) {
+    *g2 = i < s->pairs ? s->g0 + i + s->pairs : -1;
+    return i < s->pairs ? s->g0 + i : s->g0 + s->pairs + i;
+}
+
+// Decoding, on a machine where other programs run, one thread often finishes its share first and waits for
+// the others at the end of every matmul (2 threads: 3.7% of all samples). So one_tile batches claim each unit
+// as they go: a thread goes forward through its own share, then backwards from the end of the others' (the
+// next thread's first), each until it meets a unit already claimed. Of the threads that come to a share from
+// its end, only the first to claim its last unit goes on, so a share's units are claimed as a prefix and a
+// suffix that meet, and each is done once. (2 threads, decode: 7 of 8 interleaved runs faster, median +7%.)
+static unsigned char claimed[1 << 16];  // by the unit's first group; for matrices of up to 2^20 rows
+
+static int claim(int g) {
+    unsigned char was;
+    #pragma omp atomic capture
+    { was = claimed[g]; claimed[g] = 1; }
+    return !was;
+}
+
 // out (n, w->rows) = x (n, w->cols) · wᵀ, i.e. out[t][r] = Σ_i w[r][i] x[t][i] for each of n tokens.
 // q8/q4: the tokens go in chunks that the activation scratch holds, and the columns in ranges whose
 // activations stay in a core's cache (n · range <= 512 KiB of levels; AMX: 1 MiB of bf16), each range through
@@ -2670,6 +2705,8 @@ static void matmul(float *out, const float *x, int n, const Tensor *w) {
         a.xb = k->acts_bf16 && nt >= 16 ? act_bf16 : NULL;
         int partial = !a.xb && !one_tile(nt) && (size_t)nt * rows <= PARTIAL_SUMS;
         Sums sums = {ot, rows, QROWS};
+        int groups = rows / QROWS, steal = one_tile(nt) && groups <= (int)sizeof claimed;  // one range of columns
+        if (steal) memset(claimed, 0, groups);
         if (partial) sums = (Sums){partial_sums, QROWS, (size_t)nt * QROWS};
         #pragma omp parallel if ((double)rows * cols * nt >= PARALLEL_WORK)
         {
@@ -2678,23 +2715,25 @@ static void matmul(float *out, const float *x, int n, const Tensor *w) {
                 if (!a.xb) quantize_token(k, &a, t, xt + (size_t)t * cols);
                 else k->acts_bf16(xt + (size_t)t * cols, cols, a.xb + (size_t)(t - t % 16) * cols + 32 * (t % 16));
             }
-            // This thread's share of the groups, [g0, g1). Where tiles take two groups (one token, to read two
-            // streams; a prompt's tiles over a few blocks, to share each activation between both), group g0 + i
-            // goes with g0 + pairs + i, half the share on: the thread reads its weights as two continuous
-            // streams (a new stream at every tile would wait for the hardware prefetcher to find it again), and
-            // an odd last group goes alone.
-            int id = thread_index(), threads = thread_count(), groups = rows / QROWS;
-            int g0 = (int)((long long)groups * id / threads), g1 = (int)((long long)groups * (id + 1) / threads);
-            int pairs = a.xb || (k->pairs && (nt == 1 || (!one_tile(nt) && w->type == TYPE_Q4))) ? (g1 - g0) / 2 : 0;
-            for (int k0 = 0; k0 < cols; k0 += range) {
+            int id = thread_index(), threads = thread_count();
+            int paired = a.xb || (k->pairs && (nt == 1 || (!one_tile(nt) && w->type == TYPE_Q4)));
+            Share mine = share_of(groups, id, threads, paired);
+            for (int k0 = 0; k0 < cols && !steal; k0 += range) {
                 int k1 = cols - k0 < range ? cols : k0 + range;
-                for (int i = 0; i < g1 - g0 - pairs; i++) {
-                    int g = i < pairs ? g0 + i : g0 + pairs + i, g2 = i < pairs ? g + pairs : -1;
+                for (int i = 0; i < units(&mine); i++) {
+                    int g2, g = unit_groups(&mine, i, &g2);
                     if (a.xb) matmul_groups_bf16(k, w, g, g2, &a, nt, k0, k1, &sums);
                     else matmul_group(k, w, g, g2, &a, nt, k0, k1, &sums);
                 }
             }
-            for (int g = g0; g < g1 && partial; g++)
+            for (int i = 0, g, g2; steal && i < units(&mine) && claim(g = unit_groups(&mine, i, &g2)); i++)
+                matmul_group(k, w, g, g2, &a, nt, 0, cols, &sums);
+            for (int s = 1; s < threads && steal; s++) {
+                Share other = share_of(groups, (id + s) % threads, threads, paired);
+                for (int i = units(&other) - 1, g, g2; i >= 0 && claim(g = unit_groups(&other, i, &g2)); i--)
+                    matmul_group(k, w, g, g2, &a, nt, 0, cols, &sums);
+            }
+            for (int g = mine.g0; g < mine.g1 && partial; g++)
                 for (int t = 0; t < nt; t++)
                     memcpy(ot + (size_t)t * rows + g * QROWS, sums.at + t * sums.ostride + g * sums.gstride,
                            sizeof(float) * QROWS);

@@ -14,7 +14,8 @@
 // than matmul's partial_sums holds); token counts 1..130 (tiles
 // of 16 (AMX), 8, 4, 2, 1 and their mixtures; one token's q4 and q8 tiles of two groups, next to each other
 // or apart, and one for an odd last group, in the VNNI kernels; on one thread and on two) and column counts
-// of several column ranges, so the partial sums go through memory.
+// of several column ranges, so the partial sums go through memory; and batches of 1-8 tokens on 2-4
+// threads, whose units of work are claimed as they go, split between the threads in many ways.
 //
 // What "agrees" means: the q8/q4 SIMD kernels compute the same integer sums and the same float operations
 // as the scalar definition, except that they fuse each multiply-add (one rounding, not two): each of the
@@ -366,6 +367,42 @@ static void check_quantize(const Kernels **sets, int n_sets) {
     free(x);
 }
 
+// Batches of up to 8 tokens claim their units of groups as they go, the threads that finish first taking the
+// last units of the others' shares (run.c, "claim"). On more threads than cores a thread often stops for a
+// while, so here the shares come out split in many ways: whichever it is, every row must be computed, once,
+// to the same bits as on one thread. 257 groups: the shares are odd, so some units are single groups.
+static void check_claims(const Kernels **sets, int n_sets) {
+#ifdef _OPENMP
+    int rows = 16 * 257, cols = 512, given = omp_get_max_threads();
+    Tensor w = {random_matrix(TYPE_Q4, rows, cols), TYPE_Q4, rows, cols};
+    float *x = random_activations(8, cols);
+    float *want = malloc(sizeof(float) * 8 * rows), *got = malloc(sizeof(float) * 8 * rows);
+    for (int s = 0; s < n_sets; s++) {
+        kernels = sets[s];
+        for (int n = 1; n <= 8; n *= 2) {
+            omp_set_num_threads(1);
+            matmul(want, x, n, &w);
+            int same = 1;
+            for (int threads = 2; threads <= 4; threads++) {
+                omp_set_num_threads(threads);
+                for (int rep = 0; rep < 10; rep++) {
+                    for (int i = 0; i < n * rows; i++) got[i] = NAN;
+                    matmul(got, x, n, &w);
+                    same = same && same_bits(want, got, (size_t)n * rows);
+                }
+            }
+            check(same, "%-12s q4 %d x %d, %d tokens on 2, 3 and 4 threads, 10 times each: %s", sets[s]->name, rows,
+                  cols, n, same ? "the same bits as on one thread" : "other results than on one thread");
+        }
+    }
+    omp_set_num_threads(given);
+    free((void *)w.data); free(x); free(want); free(got);
+#else
+    (void)sets, (void)n_sets;
+    printf("skip claims: built without OpenMP (one thread)\n");
+#endif
+}
+
 int main(int argc, char **argv) {
     const Kernels *sets[16];
     int n_sets = 0;
@@ -396,6 +433,7 @@ int main(int argc, char **argv) {
     for (size_t c = 0; c < sizeof cases / sizeof *cases; c++)
         check_case(cases[c].type, cases[c].rows, cases[c].cols, cases[c].n, sets, n_sets);
     check_quantize(sets, n_sets);
+    check_claims(sets, n_sets);
     check_attention(4, 128, 1, sets, n_sets);
     check_attention(4, 128, 77, sets, n_sets);
     check_attention(2, 96, 40, sets, n_sets);
