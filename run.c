@@ -2673,11 +2673,19 @@ static int unit_groups(const Share *s, int i, int *g2) {
 // On one thread there is no one to wait for, and a claim, an atomic exchange, waits for the loads before it.
 static unsigned char claimed[1 << 16];  // by the unit's first group; for matrices of up to 2^20 rows
 
-static int claim(int g) {
+static int claim(const Share *s, int i) {  // unit i of share s
+    int g2, g = unit_groups(s, i, &g2);
     unsigned char was;
     #pragma omp atomic capture
     { was = claimed[g]; claimed[g] = 1; }
     return !was;
+}
+
+// Unit i of share s: its groups for the n tokens of a and all columns.
+static void matmul_unit(const Kernels *k, const Tensor *w, const Share *s, int i, const QuantizedActs *a, int n,
+                        const Sums *out) {
+    int g2, g = unit_groups(s, i, &g2);
+    matmul_group(k, w, g, g2, a, n, 0, w->cols, out);
 }
 
 // out (n, w->rows) = x (n, w->cols) · wᵀ, i.e. out[t][r] = Σ_i w[r][i] x[t][i] for each of n tokens.
@@ -2728,12 +2736,10 @@ static void matmul(float *out, const float *x, int n, const Tensor *w) {
                     else matmul_group(k, w, g, g2, &a, nt, k0, k1, &sums);
                 }
             }
-            for (int i = 0, g, g2; steal && i < units(&mine) && claim(g = unit_groups(&mine, i, &g2)); i++)
-                matmul_group(k, w, g, g2, &a, nt, 0, cols, &sums);
+            for (int i = 0; steal && i < units(&mine) && claim(&mine, i); i++) matmul_unit(k, w, &mine, i, &a, nt, &sums);
             for (int s = 1; s < threads && steal; s++) {
                 Share other = share_of(groups, (id + s) % threads, threads, paired);
-                for (int i = units(&other) - 1, g, g2; i >= 0 && claim(g = unit_groups(&other, i, &g2)); i--)
-                    matmul_group(k, w, g, g2, &a, nt, 0, cols, &sums);
+                for (int i = units(&other) - 1; i >= 0 && claim(&other, i); i--) matmul_unit(k, w, &other, i, &a, nt, &sums);
             }
             for (int g = mine.g0; g < mine.g1 && partial; g++)
                 for (int t = 0; t < nt; t++)
