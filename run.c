@@ -2681,11 +2681,12 @@ static int claim(const Share *s, int i) {  // unit i of share s
     return !was;
 }
 
-// Unit i of share s: its groups for the n tokens of a and all columns.
+// Unit i of share s: its groups for the n tokens of a and the columns [k0, k1).
 static void matmul_unit(const Kernels *k, const Tensor *w, const Share *s, int i, const QuantizedActs *a, int n,
-                        const Sums *out) {
+                        int k0, int k1, const Sums *out) {
     int g2, g = unit_groups(s, i, &g2);
-    matmul_group(k, w, g, g2, a, n, 0, w->cols, out);
+    if (a->xb) matmul_groups_bf16(k, w, g, g2, a, n, k0, k1, out);
+    else matmul_group(k, w, g, g2, a, n, k0, k1, out);
 }
 
 // out (n, w->rows) = x (n, w->cols) · wᵀ, i.e. out[t][r] = Σ_i w[r][i] x[t][i] for each of n tokens.
@@ -2714,10 +2715,10 @@ static void matmul(float *out, const float *x, int n, const Tensor *w) {
         a.xb = k->acts_bf16 && nt >= 16 ? act_bf16 : NULL;
         int partial = !a.xb && !one_tile(nt) && (size_t)nt * rows <= PARTIAL_SUMS;
         Sums sums = {ot, rows, QROWS};
+        if (partial) sums = (Sums){partial_sums, QROWS, (size_t)nt * QROWS};
         int groups = rows / QROWS;
         int steal = one_tile(nt) && max_threads() > 1 && groups <= (int)sizeof claimed;  // one range of columns
         if (steal) memset(claimed, 0, groups);
-        if (partial) sums = (Sums){partial_sums, QROWS, (size_t)nt * QROWS};
         #pragma omp parallel if ((double)rows * cols * nt >= PARALLEL_WORK)
         {
             #pragma omp for schedule(static)
@@ -2730,16 +2731,14 @@ static void matmul(float *out, const float *x, int n, const Tensor *w) {
             Share mine = share_of(groups, id, threads, paired);
             for (int k0 = 0; k0 < cols && !steal; k0 += range) {
                 int k1 = cols - k0 < range ? cols : k0 + range;
-                for (int i = 0; i < units(&mine); i++) {
-                    int g2, g = unit_groups(&mine, i, &g2);
-                    if (a.xb) matmul_groups_bf16(k, w, g, g2, &a, nt, k0, k1, &sums);
-                    else matmul_group(k, w, g, g2, &a, nt, k0, k1, &sums);
-                }
+                for (int i = 0; i < units(&mine); i++) matmul_unit(k, w, &mine, i, &a, nt, k0, k1, &sums);
             }
-            for (int i = 0; steal && i < units(&mine) && claim(&mine, i); i++) matmul_unit(k, w, &mine, i, &a, nt, &sums);
+            for (int i = 0; steal && i < units(&mine) && claim(&mine, i); i++)
+                matmul_unit(k, w, &mine, i, &a, nt, 0, cols, &sums);
             for (int s = 1; s < threads && steal; s++) {
                 Share other = share_of(groups, (id + s) % threads, threads, paired);
-                for (int i = units(&other) - 1; i >= 0 && claim(&other, i); i--) matmul_unit(k, w, &other, i, &a, nt, &sums);
+                for (int i = units(&other) - 1; i >= 0 && claim(&other, i); i--)
+                    matmul_unit(k, w, &other, i, &a, nt, 0, cols, &sums);
             }
             for (int g = mine.g0; g < mine.g1 && partial; g++)
                 for (int t = 0; t < nt; t++)
