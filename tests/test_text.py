@@ -150,6 +150,18 @@ def test_f32_logits_fixture_both_layouts():
         print(f"    fixture {layout} f32: rel err vs ref {e:.2e}")
 
 
+def test_f32_logits_past_a_kv_block():
+    """The KV cache is kept in blocks of 512 positions (run.c, KV_BLOCK): a 530-token prompt (chunks of 256,
+    the last one's attention spanning two blocks) and 12 tokens decoded past the block boundary, every
+    position's logits vs the reference on the same tokens."""
+    ck = os.path.join(fixture(), "native")
+    prompt = list(np.random.default_rng(7).integers(1000, vocab_size(converted(ck, "f32")), 530))
+    logits, tokens = session(converted(ck, "f32"), "--tokens", csv(prompt), "-n", "12", "--temp", "0")
+    assert len(tokens) == 542, f"{len(tokens)} tokens, expected 530 + 12"
+    e = check_close("fixture past a block", logits, ref_logits(ck, tuple(tokens[:-1])), 1e-4)
+    print(f"    fixture f32, 541 positions: rel err vs ref {e:.2e}")
+
+
 # ---- 2. quantized files against the float64 reference
 #
 # The ids of tokens.txt (48 positions), logits of run on a converted file vs ref.logits on the original
