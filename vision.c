@@ -427,13 +427,12 @@ static int vision_encoder(const Model *m, const Image *img, float *x, double *fl
     if (heads * hd != D || hd > 1024)   // Pixtral: D = heads x head_dim (16 x 64)
         return fail("vision encoder: %d heads x %d does not make its width %d", heads, hd, D);
     size_t nd = (size_t)n * D;
-    float *xb = malloc(nd * sizeof(float)), *q = malloc(nd * sizeof(float)), *k = malloc(nd * sizeof(float)),
-          *v = malloc(nd * sizeof(float)), *att = malloc(nd * sizeof(float)),
-          *hb = malloc((size_t)chunk * F * sizeof(float)), *hb2 = malloc((size_t)chunk * F * sizeof(float)),
-          *patches = calloc((size_t)n * conv, sizeof(float)),
-          *rope_cos = malloc((size_t)n * hd / 2 * sizeof(float)), *rope_sin = malloc((size_t)n * hd / 2 * sizeof(float));
-    int rc = xb && q && k && v && att && hb && hb2 && patches && rope_cos && rope_sin ? 0 : fail("out of memory");
-    if (rc) goto done;
+    float *xb, *q, *k, *v, *att, *hb, *hb2, *patches, *rope_cos, *rope_sin;
+    Buffer buffers[] = {{&xb, nd}, {&q, nd}, {&k, nd}, {&v, nd}, {&att, nd}, {&hb, (size_t)chunk * F},
+                        {&hb2, (size_t)chunk * F}, {&patches, (size_t)n * conv}, {&rope_cos, (size_t)n * hd / 2},
+                        {&rope_sin, (size_t)n * hd / 2}};
+    Mapping memory = map_buffers(buffers, sizeof buffers / sizeof buffers[0]);
+    if (!memory.start) return fail("out of memory");
 
     // patch_conv (stride = kernel = 14, no bias) as one matmul: patch (py, px) as a row of 588 values,
     // [c·196 + ky·14 + kx] = pixel (c, 14·py + ky, 14·px + kx)
@@ -497,10 +496,8 @@ static int vision_encoder(const Model *m, const Image *img, float *x, double *fl
             for (size_t i = 0; i < (size_t)b * D; i++) x[(size_t)t0 * D + i] += att[i];
         }
     }
-done:
-    free(xb); free(q); free(k); free(v); free(att); free(hb); free(hb2); free(patches);
-    free(rope_cos); free(rope_sin);
-    return rc;
+    unmap_buffers(memory);
+    return 0;
 }
 
 // The projector (MODEL.md §5.3): encoder features x (n, D) -> out (rows * cols, dim), one row per [IMG]
