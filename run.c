@@ -1696,6 +1696,19 @@ TARGET_AVX512 static void f16_rows_avx512(const Tensor *w, int r0, int r1, const
     float_rows_avx512(w, r0, r1, x, n, out, 1);
 }
 
+// The sum and the largest of a vector's 8 lanes.
+TARGET_AVX2 static INLINE float sum8_avx2(__m256 v) {
+    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    return _mm_cvtss_f32(_mm_add_ss(s4, _mm_movehdup_ps(s4)));
+}
+
+TARGET_AVX2 static INLINE float max8_avx2(__m256 v) {
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    return _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
+}
+
 // AVX2: two 8-lane partial sums over columns 16c..16c+15, a scalar tail added after the reduction.
 TARGET_AVX2 static INLINE __m256 load_weights256(const void *row, int f16, int i) {
     if (f16) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)row + i)));
@@ -1721,10 +1734,7 @@ TARGET_AVX2 static INLINE void float_rows_avx2_n(const Tensor *w, int r, const f
     }
     #pragma GCC unroll 8
     for (int t = 0; t < nt; t++) {
-        __m256 s = _mm256_add_ps(acc0[t], acc1[t]);
-        __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
-        s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-        float sum = _mm_cvtss_f32(_mm_add_ss(s4, _mm_movehdup_ps(s4)));
+        float sum = sum8_avx2(_mm256_add_ps(acc0[t], acc1[t]));
         const float *xt = x + (size_t)(t0 + t) * cols;
         for (int k = i; k < cols; k++)
             sum += (f16 ? fp16_to_f32(((const uint16_t *)row)[k]) : ((const float *)row)[k]) * xt[k];
@@ -1823,10 +1833,7 @@ TARGET_AVX2 static void scores_avx2(const float *q, int nq, int d, const float *
                 acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(qa + i), _mm256_loadu_ps(key + i), acc0);
                 acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(qa + i + 8), _mm256_loadu_ps(key + i + 8), acc1);
             }
-            __m256 sum8 = _mm256_add_ps(acc0, acc1);
-            __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(sum8), _mm256_extractf128_ps(sum8, 1));
-            s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-            float dot = _mm_cvtss_f32(_mm_add_ss(s4, _mm_movehdup_ps(s4)));
+            float dot = sum8_avx2(_mm256_add_ps(acc0, acc1));
             for (; i < d; i++) dot += qa[i] * key[i];
             s[a * ld + j] = dot * scale;
         }
@@ -1881,9 +1888,7 @@ TARGET_AVX2 static void quantize_avx2(const float *x, int nb, int8_t *q, float *
             xs[k] = _mm256_loadu_ps(x + 8 * k);
             m = _mm256_max_ps(_mm256_and_ps(xs[k], magnitude), m);
         }
-        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
-        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-        float amax = _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
+        float amax = max8_avx2(m);
         float scale = amax / 127.0f, inv = scale > 0.0f ? 1.0f / scale : 0.0f;
         __m256i level[4], total = _mm256_setzero_si256();
         for (int k = 0; k < 4; k++) {

@@ -26,11 +26,6 @@ The decoder then sees ([IMG] x cols, [IMG_BREAK]) x rows with the last break rep
 #define STBI_ONLY_TGA
 #include <stb_image.h>
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#include <immintrin.h>
-#define VISION_AVX512 1        // an AVX-512 attention kernel, used when the CPU has it (vision_attention)
-#endif
-
 // ----------------------------------------------------------------------------
 // vision: loading and preprocessing an image (MODEL.md §5.1, as mistral-common does it)
 
@@ -241,42 +236,74 @@ static void vision_attention_scalar(const float *q, const float *k, const float 
     }
 }
 
-#ifdef VISION_AVX512
-// The same with AVX-512, flash-attention style: a task is one head and a block of 64 queries; it streams
-// the keys in blocks of 64, keeps a running max and sum of each query's softmax and rescales its output
-// when the max grows, so no n x n matrix is ever stored (an image of 12,100 patches would need 585 MB per
-// head). Scores and outputs are computed in register tiles of 8 queries x 32 keys or dimensions. Needs
-// hd % 32 == 0 (Pixtral: 64).
-#define ATT_QB 64      // queries per task
-#define ATT_KB 64      // keys per block
-#define ATT_QT 8       // queries per register tile
-
-// e^x, 16 lanes, for x <= 0 (a score minus its row's max): 2^k · e^r with k = round(x·log2 e) and |r| <=
-// ln(2)/2, e^r by Cephes' expf polynomial, within 2 ulp of expf. x < -80 gives 0 (below 2e-35, it cannot
-// change a sum that is >= 1, and it keeps denormals out of the products).
-__attribute__((target("avx512f"))) static inline __m512 exp_avx512(__m512 x) {
-    __mmask16 keep = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-80.0f), _CMP_GE_OQ);
-    x = _mm512_max_ps(x, _mm512_set1_ps(-80.0f));
-    __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693359375f), x);       // ln 2 in two parts
-    r = _mm512_fnmadd_ps(k, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-    return _mm512_maskz_mov_ps(keep, _mm512_scalef_ps(p, k));
-}
-
-// One task: queries q (ATT_QB, hd), already scaled by 1/sqrt(hd), rows >= nq zero; keys kt (hd, n_pad)
+// The same with SIMD, flash-attention style: a task is one head and a block of 64 queries; it streams the
+// keys in blocks of 64, keeps a running max and sum of each query's softmax and rescales its output when
+// the max grows, so no n x n matrix is ever stored (an image of 12,100 patches would need 585 MB per head).
+// Scores and outputs are computed in register tiles (AVX-512: 8 queries x 32 keys or dimensions; AVX2: 4 x
+// 16; NEON: 8 x 8). The task of each instruction set is chosen with the matmul kernels (--kernels); the
+// scalar set runs the definition above. Needs hd % 32 == 0 (Pixtral: 64).
+//
+// A task: queries q (ATT_QB, hd), already scaled by 1/sqrt(hd), rows >= nq zero; keys kt (hd, n_pad)
 // transposed and values v (n_pad, hd) of one head, zero past n. Output rows (nq, hd), row stride out_stride.
 // Scratch: o (ATT_QB, hd), p (ATT_QT, ATT_KB).
-__attribute__((target("avx512f"))) static void attention_task_avx512(const float *q, int nq, const float *kt,
-                                                                     const float *v, int n, int n_pad, int hd,
-                                                                     float *out, int out_stride, float *o, float *p) {
+typedef void AttentionTask(const float *q, int nq, const float *kt, const float *v, int n, int n_pad, int hd,
+                           float *out, int out_stride, float *o, float *p);
+#define ATT_QB 64      // queries per task
+#define ATT_KB 64      // keys per block
+#define ATT_QT 8       // queries whose scores are in p at a time
+
+// e^x for x <= 0 (a score minus its row's max), in every version: 2^k · e^r with k = round(x·log2 e) and
+// |r| <= ln(2)/2, e^r by Cephes' expf polynomial, within 2 ulp of expf. x < -80 gives 0 (below 2e-35, it
+// cannot change a sum that is >= 1, and it keeps denormals out of the products).
+#define EXP_LOG2E 1.44269504088896341f
+#define EXP_LN2_HI 0.693359375f      // ln 2 in two parts
+#define EXP_LN2_LO -2.12194440e-4f
+static const float exp_poly[6] = {1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f, 4.1665795894e-2f,
+                                  1.6666665459e-1f, 5.0000001201e-1f};
+
+static int keys_in_block(int n, int j0) { return n - j0 < ATT_KB ? n - j0 : ATT_KB; }  // keys past n are padding
+
+// The output of a task's rows: o / the row's softmax sum.
+static void attention_rows_out(const float *o, const float *row_sum, int nq, int hd, float *out, int out_stride) {
+    for (int t = 0; t < nq; t++)
+        for (int i = 0; i < hd; i++) out[(size_t)t * out_stride + i] = o[(size_t)t * hd + i] / row_sum[t];
+}
+
+#ifdef HAVE_X86_KERNELS
+TARGET_AVX512 static inline __m512 exp_avx512(__m512 x) {
+    __mmask16 keep = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-80.0f), _CMP_GE_OQ);
+    x = _mm512_max_ps(x, _mm512_set1_ps(-80.0f));
+    __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(EXP_LOG2E)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(EXP_LN2_HI), x);
+    r = _mm512_fnmadd_ps(k, _mm512_set1_ps(EXP_LN2_LO), r);
+    __m512 e = _mm512_set1_ps(exp_poly[0]);
+    for (int i = 1; i < 6; i++) e = _mm512_fmadd_ps(e, r, _mm512_set1_ps(exp_poly[i]));
+    e = _mm512_fmadd_ps(e, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_maskz_mov_ps(keep, _mm512_scalef_ps(e, k));
+}
+
+// The online softmax for one query and one block of keys: its scores pi (ATT_KB, `valid` of them real)
+// become e^(score - max) with max the running max, which may have grown; what was summed so far shrinks by
+// *rescale = e^(old max - max); *row_sum = *row_sum · rescale + Σ pi.
+TARGET_AVX512 static void softmax_step_avx512(float *pi, int valid, float *row_max, float *row_sum, float *rescale) {
+    for (int j = valid; j < ATT_KB; j++) pi[j] = -INFINITY;
+    __m512 m = _mm512_loadu_ps(pi);
+    for (int j = 16; j < ATT_KB; j += 16) m = _mm512_max_ps(m, _mm512_loadu_ps(pi + j));
+    float old = *row_max, now = fmaxf(old, _mm512_reduce_max_ps(m));
+    *rescale = expf(old - now);   // 0 on the first block (old = -inf)
+    *row_max = now;
+    __m512 sum = _mm512_setzero_ps(), mx = _mm512_set1_ps(now);
+    for (int j = 0; j < ATT_KB; j += 16) {
+        __m512 e = exp_avx512(_mm512_sub_ps(_mm512_loadu_ps(pi + j), mx));
+        _mm512_storeu_ps(pi + j, e);
+        sum = _mm512_add_ps(sum, e);
+    }
+    *row_sum = *row_sum * *rescale + _mm512_reduce_add_ps(sum);
+}
+
+TARGET_AVX512 static void attention_task_avx512(const float *q, int nq, const float *kt, const float *v, int n,
+                                                int n_pad, int hd, float *out, int out_stride, float *o, float *p) {
     float row_max[ATT_QB], row_sum[ATT_QB];
     for (int i = 0; i < ATT_QB; i++) row_max[i] = -INFINITY, row_sum[i] = 0.0f;
     memset(o, 0, (size_t)ATT_QB * hd * sizeof(float));
@@ -285,67 +312,254 @@ __attribute__((target("avx512f"))) static void attention_task_avx512(const float
             const float *qt = q + (size_t)t0 * hd;
             // scores p (8, 64) = q[t0..t0+8) · k[j0..j0+64), as two tiles of 8 x 32
             for (int jj = 0; jj < ATT_KB; jj += 32) {
-                __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0,
-                       b0 = a0, b1 = a0, b2 = a0, b3 = a0, b4 = a0, b5 = a0, b6 = a0, b7 = a0;
+                __m512 acc[8][2];
+                #pragma GCC unroll 8
+                for (int i = 0; i < 8; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
                 const float *kd = kt + j0 + jj;
                 for (int d = 0; d < hd; d++, kd += n_pad) {
-                    __m512 k0 = _mm512_loadu_ps(kd), k1 = _mm512_loadu_ps(kd + 16), x;
-#define ATT_ROW(i) x = _mm512_set1_ps(qt[(i) * hd + d]); a##i = _mm512_fmadd_ps(x, k0, a##i); b##i = _mm512_fmadd_ps(x, k1, b##i);
-                    ATT_ROW(0) ATT_ROW(1) ATT_ROW(2) ATT_ROW(3) ATT_ROW(4) ATT_ROW(5) ATT_ROW(6) ATT_ROW(7)
-#undef ATT_ROW
+                    __m512 k0 = _mm512_loadu_ps(kd), k1 = _mm512_loadu_ps(kd + 16);
+                    #pragma GCC unroll 8
+                    for (int i = 0; i < 8; i++) {
+                        __m512 x = _mm512_set1_ps(qt[i * hd + d]);
+                        acc[i][0] = _mm512_fmadd_ps(x, k0, acc[i][0]), acc[i][1] = _mm512_fmadd_ps(x, k1, acc[i][1]);
+                    }
                 }
-#define ATT_STORE(i) _mm512_storeu_ps(p + (i) * ATT_KB + jj, a##i); _mm512_storeu_ps(p + (i) * ATT_KB + jj + 16, b##i);
-                ATT_STORE(0) ATT_STORE(1) ATT_STORE(2) ATT_STORE(3) ATT_STORE(4) ATT_STORE(5) ATT_STORE(6) ATT_STORE(7)
-#undef ATT_STORE
+                #pragma GCC unroll 8
+                for (int i = 0; i < 8; i++)
+                    _mm512_storeu_ps(p + i * ATT_KB + jj, acc[i][0]),
+                    _mm512_storeu_ps(p + i * ATT_KB + jj + 16, acc[i][1]);
             }
-            // online softmax: new max, rescale factor of what was summed so far, p = e^(score - max)
             float rescale[ATT_QT];
-            int valid = n - j0 < ATT_KB ? n - j0 : ATT_KB;   // keys past n are padding
-            for (int i = 0; i < ATT_QT; i++) {
-                float *pi = p + i * ATT_KB;
-                for (int j = valid; j < ATT_KB; j++) pi[j] = -INFINITY;
-                __m512 m = _mm512_max_ps(_mm512_max_ps(_mm512_loadu_ps(pi), _mm512_loadu_ps(pi + 16)),
-                                         _mm512_max_ps(_mm512_loadu_ps(pi + 32), _mm512_loadu_ps(pi + 48)));
-                float old = row_max[t0 + i], now = fmaxf(old, _mm512_reduce_max_ps(m));
-                rescale[i] = expf(old - now);   // 0 on the first block (old = -inf)
-                row_max[t0 + i] = now;
-                __m512 sum = _mm512_setzero_ps(), mx = _mm512_set1_ps(now);
-                for (int j = 0; j < ATT_KB; j += 16) {
-                    __m512 e = exp_avx512(_mm512_sub_ps(_mm512_loadu_ps(pi + j), mx));
-                    _mm512_storeu_ps(pi + j, e);
-                    sum = _mm512_add_ps(sum, e);
-                }
-                row_sum[t0 + i] = row_sum[t0 + i] * rescale[i] + _mm512_reduce_add_ps(sum);
-            }
+            for (int i = 0; i < ATT_QT; i++)
+                softmax_step_avx512(p + i * ATT_KB, keys_in_block(n, j0), row_max + t0 + i, row_sum + t0 + i, rescale + i);
             // o[t0..t0+8) = o · rescale + p · v[j0..j0+64), as tiles of 8 x 32 dimensions
             for (int dd = 0; dd < hd; dd += 32) {
                 float *ot = o + (size_t)t0 * hd + dd;
-                __m512 a0, a1, a2, a3, a4, a5, a6, a7, b0, b1, b2, b3, b4, b5, b6, b7;
-#define ATT_LOAD(i) a##i = _mm512_mul_ps(_mm512_loadu_ps(ot + (i) * hd), _mm512_set1_ps(rescale[i])); \
-                    b##i = _mm512_mul_ps(_mm512_loadu_ps(ot + (i) * hd + 16), _mm512_set1_ps(rescale[i]));
-                ATT_LOAD(0) ATT_LOAD(1) ATT_LOAD(2) ATT_LOAD(3) ATT_LOAD(4) ATT_LOAD(5) ATT_LOAD(6) ATT_LOAD(7)
-#undef ATT_LOAD
+                __m512 acc[8][2];
+                #pragma GCC unroll 8
+                for (int i = 0; i < 8; i++) {
+                    acc[i][0] = _mm512_mul_ps(_mm512_loadu_ps(ot + i * hd), _mm512_set1_ps(rescale[i]));
+                    acc[i][1] = _mm512_mul_ps(_mm512_loadu_ps(ot + i * hd + 16), _mm512_set1_ps(rescale[i]));
+                }
                 const float *vj = v + (size_t)j0 * hd + dd;
                 for (int j = 0; j < ATT_KB; j++, vj += hd) {
-                    __m512 v0 = _mm512_loadu_ps(vj), v1 = _mm512_loadu_ps(vj + 16), x;
-#define ATT_ROW(i) x = _mm512_set1_ps(p[(i) * ATT_KB + j]); a##i = _mm512_fmadd_ps(x, v0, a##i); b##i = _mm512_fmadd_ps(x, v1, b##i);
-                    ATT_ROW(0) ATT_ROW(1) ATT_ROW(2) ATT_ROW(3) ATT_ROW(4) ATT_ROW(5) ATT_ROW(6) ATT_ROW(7)
-#undef ATT_ROW
+                    __m512 v0 = _mm512_loadu_ps(vj), v1 = _mm512_loadu_ps(vj + 16);
+                    #pragma GCC unroll 8
+                    for (int i = 0; i < 8; i++) {
+                        __m512 x = _mm512_set1_ps(p[i * ATT_KB + j]);
+                        acc[i][0] = _mm512_fmadd_ps(x, v0, acc[i][0]), acc[i][1] = _mm512_fmadd_ps(x, v1, acc[i][1]);
+                    }
                 }
-#define ATT_STORE(i) _mm512_storeu_ps(ot + (i) * hd, a##i); _mm512_storeu_ps(ot + (i) * hd + 16, b##i);
-                ATT_STORE(0) ATT_STORE(1) ATT_STORE(2) ATT_STORE(3) ATT_STORE(4) ATT_STORE(5) ATT_STORE(6) ATT_STORE(7)
-#undef ATT_STORE
+                #pragma GCC unroll 8
+                for (int i = 0; i < 8; i++)
+                    _mm512_storeu_ps(ot + i * hd, acc[i][0]), _mm512_storeu_ps(ot + i * hd + 16, acc[i][1]);
             }
         }
     }
-    for (int t = 0; t < nq; t++)
-        for (int i = 0; i < hd; i++) out[(size_t)t * out_stride + i] = o[(size_t)t * hd + i] / row_sum[t];
+    attention_rows_out(o, row_sum, nq, hd, out, out_stride);
+}
+
+// AVX2: 8 lanes, 16 registers. 2^k is made in the exponent bits (k >= -116 here: a normal float, so the
+// product is exact, as scalef's).
+TARGET_AVX2 static inline __m256 exp_avx2(__m256 x) {
+    __m256 keep = _mm256_cmp_ps(x, _mm256_set1_ps(-80.0f), _CMP_GE_OQ);
+    x = _mm256_max_ps(x, _mm256_set1_ps(-80.0f));
+    __m256 k = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(EXP_LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(EXP_LN2_HI), x);
+    r = _mm256_fnmadd_ps(k, _mm256_set1_ps(EXP_LN2_LO), r);
+    __m256 e = _mm256_set1_ps(exp_poly[0]);
+    for (int i = 1; i < 6; i++) e = _mm256_fmadd_ps(e, r, _mm256_set1_ps(exp_poly[i]));
+    e = _mm256_fmadd_ps(e, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    __m256i biased = _mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127));
+    __m256 two_k = _mm256_castsi256_ps(_mm256_slli_epi32(biased, 23));
+    return _mm256_and_ps(_mm256_mul_ps(e, two_k), keep);
+}
+
+TARGET_AVX2 static void softmax_step_avx2(float *pi, int valid, float *row_max, float *row_sum, float *rescale) {
+    for (int j = valid; j < ATT_KB; j++) pi[j] = -INFINITY;
+    __m256 m = _mm256_loadu_ps(pi);
+    for (int j = 8; j < ATT_KB; j += 8) m = _mm256_max_ps(m, _mm256_loadu_ps(pi + j));
+    float old = *row_max, now = fmaxf(old, max8_avx2(m));
+    *rescale = expf(old - now);
+    *row_max = now;
+    __m256 s = _mm256_setzero_ps(), mx = _mm256_set1_ps(now);
+    for (int j = 0; j < ATT_KB; j += 8) {
+        __m256 e = exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(pi + j), mx));
+        _mm256_storeu_ps(pi + j, e);
+        s = _mm256_add_ps(s, e);
+    }
+    *row_sum = *row_sum * *rescale + sum8_avx2(s);
+}
+
+TARGET_AVX2 static void attention_task_avx2(const float *q, int nq, const float *kt, const float *v, int n,
+                                            int n_pad, int hd, float *out, int out_stride, float *o, float *p) {
+    float row_max[ATT_QB], row_sum[ATT_QB];
+    for (int i = 0; i < ATT_QB; i++) row_max[i] = -INFINITY, row_sum[i] = 0.0f;
+    memset(o, 0, (size_t)ATT_QB * hd * sizeof(float));
+    for (int j0 = 0; j0 < n_pad; j0 += ATT_KB) {
+        for (int t0 = 0; t0 < nq; t0 += ATT_QT) {
+            // scores p (8, 64) = q[t0..t0+8) · k[j0..j0+64), as tiles of 4 x 16
+            for (int i0 = 0; i0 < ATT_QT; i0 += 4)
+                for (int jj = 0; jj < ATT_KB; jj += 16) {
+                    const float *qt = q + (size_t)(t0 + i0) * hd;
+                    __m256 acc[4][2];
+                    #pragma GCC unroll 4
+                    for (int i = 0; i < 4; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+                    const float *kd = kt + j0 + jj;
+                    for (int d = 0; d < hd; d++, kd += n_pad) {
+                        __m256 k0 = _mm256_loadu_ps(kd), k1 = _mm256_loadu_ps(kd + 8);
+                        #pragma GCC unroll 4
+                        for (int i = 0; i < 4; i++) {
+                            __m256 x = _mm256_set1_ps(qt[i * hd + d]);
+                            acc[i][0] = _mm256_fmadd_ps(x, k0, acc[i][0]);
+                            acc[i][1] = _mm256_fmadd_ps(x, k1, acc[i][1]);
+                        }
+                    }
+                    float *pt = p + i0 * ATT_KB + jj;
+                    #pragma GCC unroll 4
+                    for (int i = 0; i < 4; i++)
+                        _mm256_storeu_ps(pt + i * ATT_KB, acc[i][0]), _mm256_storeu_ps(pt + i * ATT_KB + 8, acc[i][1]);
+                }
+            float rescale[ATT_QT];
+            for (int i = 0; i < ATT_QT; i++)
+                softmax_step_avx2(p + i * ATT_KB, keys_in_block(n, j0), row_max + t0 + i, row_sum + t0 + i, rescale + i);
+            // o[t0..t0+8) = o · rescale + p · v[j0..j0+64), as tiles of 4 x 16 dimensions
+            for (int i0 = 0; i0 < ATT_QT; i0 += 4)
+                for (int dd = 0; dd < hd; dd += 16) {
+                    float *ot = o + (size_t)(t0 + i0) * hd + dd;
+                    const float *pt = p + i0 * ATT_KB;
+                    __m256 acc[4][2];
+                    #pragma GCC unroll 4
+                    for (int i = 0; i < 4; i++) {
+                        acc[i][0] = _mm256_mul_ps(_mm256_loadu_ps(ot + i * hd), _mm256_set1_ps(rescale[i0 + i]));
+                        acc[i][1] = _mm256_mul_ps(_mm256_loadu_ps(ot + i * hd + 8), _mm256_set1_ps(rescale[i0 + i]));
+                    }
+                    const float *vj = v + (size_t)j0 * hd + dd;
+                    for (int j = 0; j < ATT_KB; j++, vj += hd) {
+                        __m256 v0 = _mm256_loadu_ps(vj), v1 = _mm256_loadu_ps(vj + 8);
+                        #pragma GCC unroll 4
+                        for (int i = 0; i < 4; i++) {
+                            __m256 x = _mm256_set1_ps(pt[i * ATT_KB + j]);
+                            acc[i][0] = _mm256_fmadd_ps(x, v0, acc[i][0]);
+                            acc[i][1] = _mm256_fmadd_ps(x, v1, acc[i][1]);
+                        }
+                    }
+                    #pragma GCC unroll 4
+                    for (int i = 0; i < 4; i++)
+                        _mm256_storeu_ps(ot + i * hd, acc[i][0]), _mm256_storeu_ps(ot + i * hd + 8, acc[i][1]);
+                }
+        }
+    }
+    attention_rows_out(o, row_sum, nq, hd, out, out_stride);
+}
+#endif
+
+#ifdef HAVE_NEON_KERNELS
+// NEON: 4 lanes, 32 registers.
+static inline float32x4_t exp_neon(float32x4_t x) {
+    uint32x4_t keep = vcgeq_f32(x, vdupq_n_f32(-80.0f));
+    x = vmaxq_f32(x, vdupq_n_f32(-80.0f));
+    float32x4_t k = vrndnq_f32(vmulq_f32(x, vdupq_n_f32(EXP_LOG2E)));
+    float32x4_t r = vfmsq_f32(x, k, vdupq_n_f32(EXP_LN2_HI));   // x - k·ln2_hi
+    r = vfmsq_f32(r, k, vdupq_n_f32(EXP_LN2_LO));
+    float32x4_t e = vdupq_n_f32(exp_poly[0]);
+    for (int i = 1; i < 6; i++) e = vfmaq_f32(vdupq_n_f32(exp_poly[i]), e, r);
+    e = vfmaq_f32(vaddq_f32(r, vdupq_n_f32(1.0f)), e, vmulq_f32(r, r));
+    float32x4_t two_k = vreinterpretq_f32_s32(vshlq_n_s32(vaddq_s32(vcvtq_s32_f32(k), vdupq_n_s32(127)), 23));
+    return vreinterpretq_f32_u32(vandq_u32(vreinterpretq_u32_f32(vmulq_f32(e, two_k)), keep));
+}
+
+static void softmax_step_neon(float *pi, int valid, float *row_max, float *row_sum, float *rescale) {
+    for (int j = valid; j < ATT_KB; j++) pi[j] = -INFINITY;
+    float32x4_t m = vld1q_f32(pi);
+    for (int j = 4; j < ATT_KB; j += 4) m = vmaxq_f32(m, vld1q_f32(pi + j));
+    float old = *row_max, now = fmaxf(old, vmaxvq_f32(m));
+    *rescale = expf(old - now);
+    *row_max = now;
+    float32x4_t s = vdupq_n_f32(0.0f), mx = vdupq_n_f32(now);
+    for (int j = 0; j < ATT_KB; j += 4) {
+        float32x4_t e = exp_neon(vsubq_f32(vld1q_f32(pi + j), mx));
+        vst1q_f32(pi + j, e);
+        s = vaddq_f32(s, e);
+    }
+    *row_sum = *row_sum * *rescale + vaddvq_f32(s);
+}
+
+static void attention_task_neon(const float *q, int nq, const float *kt, const float *v, int n, int n_pad, int hd,
+                                float *out, int out_stride, float *o, float *p) {
+    float row_max[ATT_QB], row_sum[ATT_QB];
+    for (int i = 0; i < ATT_QB; i++) row_max[i] = -INFINITY, row_sum[i] = 0.0f;
+    memset(o, 0, (size_t)ATT_QB * hd * sizeof(float));
+    for (int j0 = 0; j0 < n_pad; j0 += ATT_KB) {
+        for (int t0 = 0; t0 < nq; t0 += ATT_QT) {
+            const float *qt = q + (size_t)t0 * hd;
+            // scores p (8, 64) = q[t0..t0+8) · k[j0..j0+64), as tiles of 8 x 8
+            for (int jj = 0; jj < ATT_KB; jj += 8) {
+                float32x4_t acc[8][2];
+                #pragma GCC unroll 8
+                for (int i = 0; i < 8; i++) acc[i][0] = acc[i][1] = vdupq_n_f32(0.0f);
+                const float *kd = kt + j0 + jj;
+                for (int d = 0; d < hd; d++, kd += n_pad) {
+                    float32x4_t k0 = vld1q_f32(kd), k1 = vld1q_f32(kd + 4);
+                    #pragma GCC unroll 8
+                    for (int i = 0; i < 8; i++) {
+                        float32x4_t x = vdupq_n_f32(qt[i * hd + d]);
+                        acc[i][0] = vfmaq_f32(acc[i][0], x, k0), acc[i][1] = vfmaq_f32(acc[i][1], x, k1);
+                    }
+                }
+                #pragma GCC unroll 8
+                for (int i = 0; i < 8; i++)
+                    vst1q_f32(p + i * ATT_KB + jj, acc[i][0]), vst1q_f32(p + i * ATT_KB + jj + 4, acc[i][1]);
+            }
+            float rescale[ATT_QT];
+            for (int i = 0; i < ATT_QT; i++)
+                softmax_step_neon(p + i * ATT_KB, keys_in_block(n, j0), row_max + t0 + i, row_sum + t0 + i, rescale + i);
+            // o[t0..t0+8) = o · rescale + p · v[j0..j0+64), as tiles of 8 x 8 dimensions
+            for (int dd = 0; dd < hd; dd += 8) {
+                float *ot = o + (size_t)t0 * hd + dd;
+                float32x4_t acc[8][2];
+                #pragma GCC unroll 8
+                for (int i = 0; i < 8; i++) {
+                    acc[i][0] = vmulq_n_f32(vld1q_f32(ot + i * hd), rescale[i]);
+                    acc[i][1] = vmulq_n_f32(vld1q_f32(ot + i * hd + 4), rescale[i]);
+                }
+                const float *vj = v + (size_t)j0 * hd + dd;
+                for (int j = 0; j < ATT_KB; j++, vj += hd) {
+                    float32x4_t v0 = vld1q_f32(vj), v1 = vld1q_f32(vj + 4);
+                    #pragma GCC unroll 8
+                    for (int i = 0; i < 8; i++) {
+                        float32x4_t x = vdupq_n_f32(p[i * ATT_KB + j]);
+                        acc[i][0] = vfmaq_f32(acc[i][0], x, v0), acc[i][1] = vfmaq_f32(acc[i][1], x, v1);
+                    }
+                }
+                #pragma GCC unroll 8
+                for (int i = 0; i < 8; i++) vst1q_f32(ot + i * hd, acc[i][0]), vst1q_f32(ot + i * hd + 4, acc[i][1]);
+            }
+        }
+    }
+    attention_rows_out(o, row_sum, nq, hd, out, out_stride);
+}
+#endif
+
+// The task of the kernel set in use, or NULL (the scalar set, or a head size the tiles do not divide).
+static AttentionTask *vision_attention_task(int hd) {
+    const Kernels *k = kernel_set();
+    if (hd % 32 != 0) return NULL;
+#ifdef HAVE_X86_KERNELS
+    if (k == &kernels_avx512 || k == &kernels_vnni || k == &kernels_amx) return attention_task_avx512;
+    if (k == &kernels_avx2 || k == &kernels_avxvnni) return attention_task_avx2;
+#endif
+#ifdef HAVE_NEON_KERNELS
+    if (k != &kernels_scalar) return attention_task_neon;
+#endif
+    (void)k;
+    return NULL;
 }
 
 // Lays out each head's keys transposed and its values contiguous, then runs the tasks on all threads.
 // 0 ok, -1 out of memory (the caller then uses the scalar version).
-static int vision_attention_avx512(const float *q, const float *k, const float *v, float *out, int n, int heads,
-                                   int hd) {
+static int vision_attention_tasks(AttentionTask *task, const float *q, const float *k, const float *v, float *out,
+                                  int n, int heads, int hd) {
     int dim = heads * hd, n_pad = (n + ATT_KB - 1) / ATT_KB * ATT_KB, blocks = (n + ATT_QB - 1) / ATT_QB;
     float *kt = calloc((size_t)heads * hd * n_pad, sizeof(float));   // (heads, hd, n_pad)
     float *vh = calloc((size_t)heads * n_pad * hd, sizeof(float));   // (heads, n_pad, hd)
@@ -374,8 +588,8 @@ static int vision_attention_avx512(const float *q, const float *k, const float *
                 int t0 = b * ATT_QB, nq = n - t0 < ATT_QB ? n - t0 : ATT_QB;
                 for (int t = 0; t < ATT_QB; t++)
                     for (int i = 0; i < hd; i++) qb[t * hd + i] = t < nq ? q[(size_t)(t0 + t) * dim + a * hd + i] * scale : 0;
-                attention_task_avx512(qb, nq, kt + (size_t)a * hd * n_pad, vh + (size_t)a * n_pad * hd, n, n_pad, hd,
-                                      out + (size_t)t0 * dim + a * hd, dim, o, p);
+                task(qb, nq, kt + (size_t)a * hd * n_pad, vh + (size_t)a * n_pad * hd, n, n_pad, hd,
+                     out + (size_t)t0 * dim + a * hd, dim, o, p);
             }
         }
         free(qb); free(o); free(p);
@@ -384,15 +598,12 @@ static int vision_attention_avx512(const float *q, const float *k, const float *
     free(vh);
     return failed ? -1 : 0;
 }
-#endif
 
-// Attention over all n patches of one image, per head (q, k, v, out: (n, heads * hd)): the AVX-512
-// kernel where the CPU has it, else the scalar definition.
+// Attention over all n patches of one image, per head (q, k, v, out: (n, heads * hd)): the SIMD tasks
+// where the kernel set has them, else the scalar definition.
 static void vision_attention(const float *q, const float *k, const float *v, float *out, int n, int heads, int hd) {
-#ifdef VISION_AVX512
-    if (hd % 32 == 0 && __builtin_cpu_supports("avx512f") && vision_attention_avx512(q, k, v, out, n, heads, hd) == 0)
-        return;
-#endif
+    AttentionTask *task = vision_attention_task(hd);
+    if (task && vision_attention_tasks(task, q, k, v, out, n, heads, hd) == 0) return;
     vision_attention_scalar(q, k, v, out, n, heads, hd);
 }
 

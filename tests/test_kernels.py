@@ -1,5 +1,5 @@
-"""run.c's matmul and attention kernels (section "neural net blocks") against their scalar definition, on
-every instruction set this machine can run or emulate:
+"""run.c's matmul and attention kernels (section "neural net blocks") and vision.c's attention tasks against
+their scalar definitions, on every instruction set this machine can run or emulate:
 
 - tests/test_kernels.c, built natively (x86: AVX2, AVX-512, AVX-512 VNNI, AMX; those the CPU lacks are
   named and skipped), and with clang without OpenMP;
@@ -129,6 +129,14 @@ def logits(cmd, model, *args):
     return np.fromfile(f, "<f4").astype(np.float64).reshape(48, -1)
 
 
+def image_embeddings(cmd, model, image, *args):
+    f = os.path.join(scratch("kernels"), "embeddings.f32")
+    p = subprocess.run([*cmd, model, "-i", image, "--dump-image-embeddings", f, *args], capture_output=True,
+                       text=True, env=ENV, timeout=600)
+    assert p.returncode == 0, f"{' '.join(cmd)} {model} -i {image}: {p.stderr[-2000:]}"
+    return np.fromfile(f, "<f4").astype(np.float64)
+
+
 def rel(a, b):
     return float(np.abs(a - b).max() / np.abs(b).max())
 
@@ -150,7 +158,7 @@ def golden(type_):
 
 def check_sets(cmd, sets):
     """Every kernel set of `sets` on the golden model: f32 within 1e-4 of llama.cpp, q8/q4 within LOOSE of
-    scalar (amx: AMX_LOOSE). avx512 and avx512-vnni differ only in their integer products, which give the
+    scalar (amx: AMX_LOOSE); the f32 image embeddings within 1e-4 of the float64 reference. avx512 and avx512-vnni differ only in their integer products, which give the
     same sums: the same logits, bit for bit; so do avx2 and avx-vnni (other sets sum the f32 parts,
     attention, in other orders)."""
     for type_ in ("f32", "q8", "q4"):
@@ -170,6 +178,12 @@ def check_sets(cmd, sets):
             same = [s for s in twins if s in got]
             for s in same[1:]:
                 assert np.array_equal(got[same[0]], got[s]), f"{type_}: {same[0]} and {s} differ"
+    # the image embeddings of the f32 file (each set's vision attention, head_dim 32) against the float64 reference
+    want = np.fromfile(os.path.join(GOLDEN, "img_wide.emb_ref.f32"), "<f4").astype(np.float64)
+    for s in sets:
+        e = rel(image_embeddings(cmd, golden("f32"), os.path.join(GOLDEN, "img_wide.png"), "--kernels", s), want)
+        print(f"    {os.path.basename(cmd[-1])} {s:12s} image embeddings: rel err {e:.2e} vs the float64 reference")
+        assert e <= 1e-4, f"{s} image embeddings: {e:.3g}"
 
 
 def test_every_kernel_set_end_to_end():

@@ -7,7 +7,7 @@ PIL + OpenCV for preprocessing), never against our own earlier output.
   generated images: up/down-scales, odd sizes, RGBA, grey, grey+alpha, palette (with and without transparency),
   BMP/GIF/TGA/PPM/PGM, 1x1; JPEG separately (stb_image and libjpeg decode differently);
 - the encoder output (a harness that includes run.c) and the projector output on our fixtures, f32 / q8 / q4 files,
-  with measured bounds; the AVX-512 attention kernel against the scalar definition;
+  with measured bounds (the attention tasks of every kernel set: tests/test_kernels.c);
 - two images in one prompt, images in --chat (/image), --tokens with -i;
 - bad images: each one line naming the file, exit 1.
 Run: /usr/bin/python3 tests/run_tests.py test_vision
@@ -258,23 +258,9 @@ HARNESS_C = r"""
 #include "run.c"
 #undef main
 
-// attention N HEADS HD: the AVX-512 kernel (if this CPU has it) against the scalar definition on random
-// q, k, v; prints "max_abs_diff max_abs_value". encoder MODEL IMAGE OUT: the encoder's output features.
+// encoder MODEL IMAGE OUT: the encoder's output features. (Its attention is checked against the scalar
+// definition on every kernel set by tests/test_kernels.c.)
 int main(int argc, char **argv) {
-    if (argc == 5 && strcmp(argv[1], "attention") == 0) {
-        int n = atoi(argv[2]), heads = atoi(argv[3]), hd = atoi(argv[4]);
-        size_t size = (size_t)n * heads * hd;
-        float *q = malloc(size * 4), *k = malloc(size * 4), *v = malloc(size * 4), *a = malloc(size * 4), *b = malloc(size * 4);
-        uint64_t rng = 42;
-        for (size_t i = 0; i < size; i++)
-            q[i] = 6 * random_f32(&rng) - 3, k[i] = 6 * random_f32(&rng) - 3, v[i] = random_f32(&rng) - 0.5f;
-        vision_attention(q, k, v, a, n, heads, hd);
-        vision_attention_scalar(q, k, v, b, n, heads, hd);
-        double diff = 0, max = 0;
-        for (size_t i = 0; i < size; i++) diff = fmax(diff, fabs(a[i] - b[i])), max = fmax(max, fabs(b[i]));
-        printf("%g %g\n", diff, max);
-        return 0;
-    }
     if (argc == 5 && strcmp(argv[1], "encoder") == 0) {
         Model m;
         Image img;
@@ -286,7 +272,7 @@ int main(int argc, char **argv) {
         if (vision_encoder(&m, &img, x, &flops) || fwrite(x, sizeof(float), n, f) != n || fclose(f)) return 1;
         return 0;
     }
-    fprintf(stderr, "usage: harness attention N HEADS HD | encoder MODEL IMAGE OUT\n");
+    fprintf(stderr, "usage: harness encoder MODEL IMAGE OUT\n");
     return 2;
 }
 """
@@ -295,15 +281,6 @@ int main(int argc, char **argv) {
 @functools.lru_cache(maxsize=None)
 def harness():
     return compile_harness("vision", HARNESS_C, "-fopenmp")
-
-
-def test_attention_kernel_vs_scalar():
-    # sizes around the kernel's blocks of 64 queries and keys; head dims of the real model (64) and the fixtures (32)
-    for n, heads, hd in ((1, 1, 32), (63, 2, 32), (64, 2, 64), (65, 3, 64), (200, 2, 64), (700, 2, 32), (130, 1, 24)):
-        rc, out, err = common.run([harness(), "attention", str(n), str(heads), str(hd)], timeout=TIMEOUT)
-        assert rc == 0, err
-        diff, max_value = map(float, out.split())
-        assert diff <= 1e-5 * max_value, f"n={n} heads={heads} hd={hd}: {diff:.3g} (max {max_value:.3g})"
 
 
 # The fixtures: the default export/fixture (vision 64 wide, head_dim 32: every vision matrix is q8 in a q4
