@@ -239,18 +239,45 @@ static void vision_attention_scalar(const float *q, const float *k, const float 
 // The same with SIMD, flash-attention style: a task is one head and a block of 64 queries; it streams the
 // keys in blocks of 64, keeps a running max and sum of each query's softmax and rescales its output when
 // the max grows, so no n x n matrix is ever stored (an image of 12,100 patches would need 585 MB per head).
-// Scores and outputs are computed in register tiles (AVX-512: 8 queries x 32 keys or dimensions; AVX2: 4 x
-// 16; NEON: 8 x 8). The task of each instruction set is chosen with the matmul kernels (--kernels); the
-// scalar set runs the definition above. Needs hd % 32 == 0 (Pixtral: 64).
-//
+// The task is written once (attention_task); the three steps it takes for 8 queries and a block of keys are
+// kernels of each instruction set, in register tiles (AVX-512: 8 queries x 32 keys or dimensions; AVX2:
+// 4 x 16; NEON: 8 x 8), chosen with the matmul kernels (--kernels); the scalar set runs the definition
+// above. Needs hd % 32 == 0 (Pixtral: 64).
+#define ATT_QB 64      // queries per task
+#define ATT_KB 64      // keys per block
+#define ATT_QT 8       // queries per step
+
+typedef struct {
+    // p (ATT_QT, ATT_KB) = qt (ATT_QT rows of hd) · the block's keys (kt: hd rows of ATT_KB, n_pad apart)
+    void (*scores)(const float *qt, const float *kt, int hd, int n_pad, float *p);
+    // The online softmax of one query for one block: its scores pi (ATT_KB, `valid` of them real) become
+    // e^(score - max) with max the running max, which may have grown; what was summed so far shrinks by
+    // *rescale = e^(old max - max); *row_sum = *row_sum · rescale + Σ pi.
+    void (*softmax)(float *pi, int valid, float *row_max, float *row_sum, float *rescale);
+    // ot (ATT_QT rows of hd) = ot · rescale (one factor per row) + p · the block's values (ATT_KB rows of hd)
+    void (*mix)(const float *p, const float *rescale, const float *v, int hd, float *ot);
+} AttentionKernels;
+
 // A task: queries q (ATT_QB, hd), already scaled by 1/sqrt(hd), rows >= nq zero; keys kt (hd, n_pad)
 // transposed and values v (n_pad, hd) of one head, zero past n. Output rows (nq, hd), row stride out_stride.
 // Scratch: o (ATT_QB, hd), p (ATT_QT, ATT_KB).
-typedef void AttentionTask(const float *q, int nq, const float *kt, const float *v, int n, int n_pad, int hd,
-                           float *out, int out_stride, float *o, float *p);
-#define ATT_QB 64      // queries per task
-#define ATT_KB 64      // keys per block
-#define ATT_QT 8       // queries whose scores are in p at a time
+static void attention_task(const AttentionKernels *k, const float *q, int nq, const float *kt, const float *v,
+                           int n, int n_pad, int hd, float *out, int out_stride, float *o, float *p) {
+    float row_max[ATT_QB], row_sum[ATT_QB], rescale[ATT_QT];
+    for (int i = 0; i < ATT_QB; i++) row_max[i] = -INFINITY, row_sum[i] = 0.0f;
+    memset(o, 0, (size_t)ATT_QB * hd * sizeof(float));
+    for (int j0 = 0; j0 < n_pad; j0 += ATT_KB) {
+        int valid = n - j0 < ATT_KB ? n - j0 : ATT_KB;   // keys past n are padding
+        for (int t0 = 0; t0 < nq; t0 += ATT_QT) {
+            k->scores(q + (size_t)t0 * hd, kt + j0, hd, n_pad, p);
+            for (int i = 0; i < ATT_QT; i++)
+                k->softmax(p + i * ATT_KB, valid, &row_max[t0 + i], &row_sum[t0 + i], &rescale[i]);
+            k->mix(p, rescale, v + (size_t)j0 * hd, hd, o + (size_t)t0 * hd);
+        }
+    }
+    for (int t = 0; t < nq; t++)
+        for (int i = 0; i < hd; i++) out[(size_t)t * out_stride + i] = o[(size_t)t * hd + i] / row_sum[t];
+}
 
 // e^x for x <= 0 (a score minus its row's max), in every version: 2^k · e^r with k = round(x·log2 e) and
 // |r| <= ln(2)/2, e^r by Cephes' expf polynomial, within 2 ulp of expf. x < -80 gives 0 (below 2e-35, it
@@ -261,15 +288,8 @@ typedef void AttentionTask(const float *q, int nq, const float *kt, const float 
 static const float exp_poly[6] = {1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f, 4.1665795894e-2f,
                                   1.6666665459e-1f, 5.0000001201e-1f};
 
-static int keys_in_block(int n, int j0) { return n - j0 < ATT_KB ? n - j0 : ATT_KB; }  // keys past n are padding
-
-// The output of a task's rows: o / the row's softmax sum.
-static void attention_rows_out(const float *o, const float *row_sum, int nq, int hd, float *out, int out_stride) {
-    for (int t = 0; t < nq; t++)
-        for (int i = 0; i < hd; i++) out[(size_t)t * out_stride + i] = o[(size_t)t * hd + i] / row_sum[t];
-}
-
 #ifdef HAVE_X86_KERNELS
+// AVX-512: 16 lanes, 32 registers.
 TARGET_AVX512 static inline __m512 exp_avx512(__m512 x) {
     __mmask16 keep = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-80.0f), _CMP_GE_OQ);
     x = _mm512_max_ps(x, _mm512_set1_ps(-80.0f));
@@ -283,10 +303,28 @@ TARGET_AVX512 static inline __m512 exp_avx512(__m512 x) {
     return _mm512_maskz_mov_ps(keep, _mm512_scalef_ps(e, k));
 }
 
-// The online softmax for one query and one block of keys: its scores pi (ATT_KB, `valid` of them real)
-// become e^(score - max) with max the running max, which may have grown; what was summed so far shrinks by
-// *rescale = e^(old max - max); *row_sum = *row_sum · rescale + Σ pi.
-TARGET_AVX512 static void softmax_step_avx512(float *pi, int valid, float *row_max, float *row_sum, float *rescale) {
+TARGET_AVX512 static void attention_scores_avx512(const float *qt, const float *kt, int hd, int n_pad, float *p) {
+    for (int jj = 0; jj < ATT_KB; jj += 32) {   // tiles of 8 queries x 32 keys
+        __m512 acc[8][2];
+        #pragma GCC unroll 8
+        for (int i = 0; i < 8; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+        const float *kd = kt + jj;
+        for (int d = 0; d < hd; d++, kd += n_pad) {
+            __m512 k0 = _mm512_loadu_ps(kd), k1 = _mm512_loadu_ps(kd + 16);
+            #pragma GCC unroll 8
+            for (int i = 0; i < 8; i++) {
+                __m512 x = _mm512_set1_ps(qt[i * hd + d]);
+                acc[i][0] = _mm512_fmadd_ps(x, k0, acc[i][0]), acc[i][1] = _mm512_fmadd_ps(x, k1, acc[i][1]);
+            }
+        }
+        #pragma GCC unroll 8
+        for (int i = 0; i < 8; i++)
+            _mm512_storeu_ps(p + i * ATT_KB + jj, acc[i][0]), _mm512_storeu_ps(p + i * ATT_KB + jj + 16, acc[i][1]);
+    }
+}
+
+TARGET_AVX512 static void attention_softmax_avx512(float *pi, int valid, float *row_max, float *row_sum,
+                                                   float *rescale) {
     for (int j = valid; j < ATT_KB; j++) pi[j] = -INFINITY;
     __m512 m = _mm512_loadu_ps(pi);
     for (int j = 16; j < ATT_KB; j += 16) m = _mm512_max_ps(m, _mm512_loadu_ps(pi + j));
@@ -302,69 +340,40 @@ TARGET_AVX512 static void softmax_step_avx512(float *pi, int valid, float *row_m
     *row_sum = *row_sum * *rescale + _mm512_reduce_add_ps(sum);
 }
 
-TARGET_AVX512 static void attention_task_avx512(const float *q, int nq, const float *kt, const float *v, int n,
-                                                int n_pad, int hd, float *out, int out_stride, float *o, float *p) {
-    float row_max[ATT_QB], row_sum[ATT_QB];
-    for (int i = 0; i < ATT_QB; i++) row_max[i] = -INFINITY, row_sum[i] = 0.0f;
-    memset(o, 0, (size_t)ATT_QB * hd * sizeof(float));
-    for (int j0 = 0; j0 < n_pad; j0 += ATT_KB) {
-        for (int t0 = 0; t0 < nq; t0 += ATT_QT) {
-            const float *qt = q + (size_t)t0 * hd;
-            // scores p (8, 64) = q[t0..t0+8) · k[j0..j0+64), as two tiles of 8 x 32
-            for (int jj = 0; jj < ATT_KB; jj += 32) {
-                __m512 acc[8][2];
-                #pragma GCC unroll 8
-                for (int i = 0; i < 8; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
-                const float *kd = kt + j0 + jj;
-                for (int d = 0; d < hd; d++, kd += n_pad) {
-                    __m512 k0 = _mm512_loadu_ps(kd), k1 = _mm512_loadu_ps(kd + 16);
-                    #pragma GCC unroll 8
-                    for (int i = 0; i < 8; i++) {
-                        __m512 x = _mm512_set1_ps(qt[i * hd + d]);
-                        acc[i][0] = _mm512_fmadd_ps(x, k0, acc[i][0]), acc[i][1] = _mm512_fmadd_ps(x, k1, acc[i][1]);
-                    }
-                }
-                #pragma GCC unroll 8
-                for (int i = 0; i < 8; i++)
-                    _mm512_storeu_ps(p + i * ATT_KB + jj, acc[i][0]),
-                    _mm512_storeu_ps(p + i * ATT_KB + jj + 16, acc[i][1]);
-            }
-            float rescale[ATT_QT];
-            for (int i = 0; i < ATT_QT; i++)
-                softmax_step_avx512(p + i * ATT_KB, keys_in_block(n, j0), row_max + t0 + i, row_sum + t0 + i, rescale + i);
-            // o[t0..t0+8) = o · rescale + p · v[j0..j0+64), as tiles of 8 x 32 dimensions
-            for (int dd = 0; dd < hd; dd += 32) {
-                float *ot = o + (size_t)t0 * hd + dd;
-                __m512 acc[8][2];
-                #pragma GCC unroll 8
-                for (int i = 0; i < 8; i++) {
-                    acc[i][0] = _mm512_mul_ps(_mm512_loadu_ps(ot + i * hd), _mm512_set1_ps(rescale[i]));
-                    acc[i][1] = _mm512_mul_ps(_mm512_loadu_ps(ot + i * hd + 16), _mm512_set1_ps(rescale[i]));
-                }
-                const float *vj = v + (size_t)j0 * hd + dd;
-                for (int j = 0; j < ATT_KB; j++, vj += hd) {
-                    __m512 v0 = _mm512_loadu_ps(vj), v1 = _mm512_loadu_ps(vj + 16);
-                    #pragma GCC unroll 8
-                    for (int i = 0; i < 8; i++) {
-                        __m512 x = _mm512_set1_ps(p[i * ATT_KB + j]);
-                        acc[i][0] = _mm512_fmadd_ps(x, v0, acc[i][0]), acc[i][1] = _mm512_fmadd_ps(x, v1, acc[i][1]);
-                    }
-                }
-                #pragma GCC unroll 8
-                for (int i = 0; i < 8; i++)
-                    _mm512_storeu_ps(ot + i * hd, acc[i][0]), _mm512_storeu_ps(ot + i * hd + 16, acc[i][1]);
+TARGET_AVX512 static void attention_mix_avx512(const float *p, const float *rescale, const float *v, int hd,
+                                               float *ot) {
+    for (int dd = 0; dd < hd; dd += 32) {   // tiles of 8 queries x 32 dimensions
+        __m512 acc[8][2];
+        #pragma GCC unroll 8
+        for (int i = 0; i < 8; i++) {
+            acc[i][0] = _mm512_mul_ps(_mm512_loadu_ps(ot + i * hd + dd), _mm512_set1_ps(rescale[i]));
+            acc[i][1] = _mm512_mul_ps(_mm512_loadu_ps(ot + i * hd + dd + 16), _mm512_set1_ps(rescale[i]));
+        }
+        const float *vj = v + dd;
+        for (int j = 0; j < ATT_KB; j++, vj += hd) {
+            __m512 v0 = _mm512_loadu_ps(vj), v1 = _mm512_loadu_ps(vj + 16);
+            #pragma GCC unroll 8
+            for (int i = 0; i < 8; i++) {
+                __m512 x = _mm512_set1_ps(p[i * ATT_KB + j]);
+                acc[i][0] = _mm512_fmadd_ps(x, v0, acc[i][0]), acc[i][1] = _mm512_fmadd_ps(x, v1, acc[i][1]);
             }
         }
+        #pragma GCC unroll 8
+        for (int i = 0; i < 8; i++)
+            _mm512_storeu_ps(ot + i * hd + dd, acc[i][0]), _mm512_storeu_ps(ot + i * hd + dd + 16, acc[i][1]);
     }
-    attention_rows_out(o, row_sum, nq, hd, out, out_stride);
 }
+
+static const AttentionKernels attention_avx512 = {attention_scores_avx512, attention_softmax_avx512,
+                                                  attention_mix_avx512};
 
 // AVX2: 8 lanes, 16 registers. 2^k is made in the exponent bits (k >= -116 here: a normal float, so the
 // product is exact, as scalef's).
 TARGET_AVX2 static inline __m256 exp_avx2(__m256 x) {
     __m256 keep = _mm256_cmp_ps(x, _mm256_set1_ps(-80.0f), _CMP_GE_OQ);
     x = _mm256_max_ps(x, _mm256_set1_ps(-80.0f));
-    __m256 k = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(EXP_LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 k = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(EXP_LOG2E)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(EXP_LN2_HI), x);
     r = _mm256_fnmadd_ps(k, _mm256_set1_ps(EXP_LN2_LO), r);
     __m256 e = _mm256_set1_ps(exp_poly[0]);
@@ -375,83 +384,70 @@ TARGET_AVX2 static inline __m256 exp_avx2(__m256 x) {
     return _mm256_and_ps(_mm256_mul_ps(e, two_k), keep);
 }
 
-TARGET_AVX2 static void softmax_step_avx2(float *pi, int valid, float *row_max, float *row_sum, float *rescale) {
+TARGET_AVX2 static void attention_scores_avx2(const float *qt, const float *kt, int hd, int n_pad, float *p) {
+    for (int i0 = 0; i0 < ATT_QT; i0 += 4)
+        for (int jj = 0; jj < ATT_KB; jj += 16) {   // tiles of 4 queries x 16 keys
+            __m256 acc[4][2];
+            #pragma GCC unroll 4
+            for (int i = 0; i < 4; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+            const float *kd = kt + jj;
+            for (int d = 0; d < hd; d++, kd += n_pad) {
+                __m256 k0 = _mm256_loadu_ps(kd), k1 = _mm256_loadu_ps(kd + 8);
+                #pragma GCC unroll 4
+                for (int i = 0; i < 4; i++) {
+                    __m256 x = _mm256_set1_ps(qt[(i0 + i) * hd + d]);
+                    acc[i][0] = _mm256_fmadd_ps(x, k0, acc[i][0]), acc[i][1] = _mm256_fmadd_ps(x, k1, acc[i][1]);
+                }
+            }
+            float *pt = p + i0 * ATT_KB + jj;
+            #pragma GCC unroll 4
+            for (int i = 0; i < 4; i++)
+                _mm256_storeu_ps(pt + i * ATT_KB, acc[i][0]), _mm256_storeu_ps(pt + i * ATT_KB + 8, acc[i][1]);
+        }
+}
+
+TARGET_AVX2 static void attention_softmax_avx2(float *pi, int valid, float *row_max, float *row_sum, float *rescale) {
     for (int j = valid; j < ATT_KB; j++) pi[j] = -INFINITY;
     __m256 m = _mm256_loadu_ps(pi);
     for (int j = 8; j < ATT_KB; j += 8) m = _mm256_max_ps(m, _mm256_loadu_ps(pi + j));
     float old = *row_max, now = fmaxf(old, max8_avx2(m));
     *rescale = expf(old - now);
     *row_max = now;
-    __m256 s = _mm256_setzero_ps(), mx = _mm256_set1_ps(now);
+    __m256 sum = _mm256_setzero_ps(), mx = _mm256_set1_ps(now);
     for (int j = 0; j < ATT_KB; j += 8) {
         __m256 e = exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(pi + j), mx));
         _mm256_storeu_ps(pi + j, e);
-        s = _mm256_add_ps(s, e);
+        sum = _mm256_add_ps(sum, e);
     }
-    *row_sum = *row_sum * *rescale + sum8_avx2(s);
+    *row_sum = *row_sum * *rescale + sum8_avx2(sum);
 }
 
-TARGET_AVX2 static void attention_task_avx2(const float *q, int nq, const float *kt, const float *v, int n,
-                                            int n_pad, int hd, float *out, int out_stride, float *o, float *p) {
-    float row_max[ATT_QB], row_sum[ATT_QB];
-    for (int i = 0; i < ATT_QB; i++) row_max[i] = -INFINITY, row_sum[i] = 0.0f;
-    memset(o, 0, (size_t)ATT_QB * hd * sizeof(float));
-    for (int j0 = 0; j0 < n_pad; j0 += ATT_KB) {
-        for (int t0 = 0; t0 < nq; t0 += ATT_QT) {
-            // scores p (8, 64) = q[t0..t0+8) · k[j0..j0+64), as tiles of 4 x 16
-            for (int i0 = 0; i0 < ATT_QT; i0 += 4)
-                for (int jj = 0; jj < ATT_KB; jj += 16) {
-                    const float *qt = q + (size_t)(t0 + i0) * hd;
-                    __m256 acc[4][2];
-                    #pragma GCC unroll 4
-                    for (int i = 0; i < 4; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
-                    const float *kd = kt + j0 + jj;
-                    for (int d = 0; d < hd; d++, kd += n_pad) {
-                        __m256 k0 = _mm256_loadu_ps(kd), k1 = _mm256_loadu_ps(kd + 8);
-                        #pragma GCC unroll 4
-                        for (int i = 0; i < 4; i++) {
-                            __m256 x = _mm256_set1_ps(qt[i * hd + d]);
-                            acc[i][0] = _mm256_fmadd_ps(x, k0, acc[i][0]);
-                            acc[i][1] = _mm256_fmadd_ps(x, k1, acc[i][1]);
-                        }
-                    }
-                    float *pt = p + i0 * ATT_KB + jj;
-                    #pragma GCC unroll 4
-                    for (int i = 0; i < 4; i++)
-                        _mm256_storeu_ps(pt + i * ATT_KB, acc[i][0]), _mm256_storeu_ps(pt + i * ATT_KB + 8, acc[i][1]);
+TARGET_AVX2 static void attention_mix_avx2(const float *p, const float *rescale, const float *v, int hd, float *ot) {
+    for (int i0 = 0; i0 < ATT_QT; i0 += 4)
+        for (int dd = 0; dd < hd; dd += 16) {   // tiles of 4 queries x 16 dimensions
+            float *o = ot + i0 * hd + dd;
+            __m256 acc[4][2];
+            #pragma GCC unroll 4
+            for (int i = 0; i < 4; i++) {
+                acc[i][0] = _mm256_mul_ps(_mm256_loadu_ps(o + i * hd), _mm256_set1_ps(rescale[i0 + i]));
+                acc[i][1] = _mm256_mul_ps(_mm256_loadu_ps(o + i * hd + 8), _mm256_set1_ps(rescale[i0 + i]));
+            }
+            const float *vj = v + dd;
+            for (int j = 0; j < ATT_KB; j++, vj += hd) {
+                __m256 v0 = _mm256_loadu_ps(vj), v1 = _mm256_loadu_ps(vj + 8);
+                #pragma GCC unroll 4
+                for (int i = 0; i < 4; i++) {
+                    __m256 x = _mm256_set1_ps(p[(i0 + i) * ATT_KB + j]);
+                    acc[i][0] = _mm256_fmadd_ps(x, v0, acc[i][0]), acc[i][1] = _mm256_fmadd_ps(x, v1, acc[i][1]);
                 }
-            float rescale[ATT_QT];
-            for (int i = 0; i < ATT_QT; i++)
-                softmax_step_avx2(p + i * ATT_KB, keys_in_block(n, j0), row_max + t0 + i, row_sum + t0 + i, rescale + i);
-            // o[t0..t0+8) = o · rescale + p · v[j0..j0+64), as tiles of 4 x 16 dimensions
-            for (int i0 = 0; i0 < ATT_QT; i0 += 4)
-                for (int dd = 0; dd < hd; dd += 16) {
-                    float *ot = o + (size_t)(t0 + i0) * hd + dd;
-                    const float *pt = p + i0 * ATT_KB;
-                    __m256 acc[4][2];
-                    #pragma GCC unroll 4
-                    for (int i = 0; i < 4; i++) {
-                        acc[i][0] = _mm256_mul_ps(_mm256_loadu_ps(ot + i * hd), _mm256_set1_ps(rescale[i0 + i]));
-                        acc[i][1] = _mm256_mul_ps(_mm256_loadu_ps(ot + i * hd + 8), _mm256_set1_ps(rescale[i0 + i]));
-                    }
-                    const float *vj = v + (size_t)j0 * hd + dd;
-                    for (int j = 0; j < ATT_KB; j++, vj += hd) {
-                        __m256 v0 = _mm256_loadu_ps(vj), v1 = _mm256_loadu_ps(vj + 8);
-                        #pragma GCC unroll 4
-                        for (int i = 0; i < 4; i++) {
-                            __m256 x = _mm256_set1_ps(pt[i * ATT_KB + j]);
-                            acc[i][0] = _mm256_fmadd_ps(x, v0, acc[i][0]);
-                            acc[i][1] = _mm256_fmadd_ps(x, v1, acc[i][1]);
-                        }
-                    }
-                    #pragma GCC unroll 4
-                    for (int i = 0; i < 4; i++)
-                        _mm256_storeu_ps(ot + i * hd, acc[i][0]), _mm256_storeu_ps(ot + i * hd + 8, acc[i][1]);
-                }
+            }
+            #pragma GCC unroll 4
+            for (int i = 0; i < 4; i++)
+                _mm256_storeu_ps(o + i * hd, acc[i][0]), _mm256_storeu_ps(o + i * hd + 8, acc[i][1]);
         }
-    }
-    attention_rows_out(o, row_sum, nq, hd, out, out_stride);
 }
+
+static const AttentionKernels attention_avx2 = {attention_scores_avx2, attention_softmax_avx2, attention_mix_avx2};
 #endif
 
 #ifdef HAVE_NEON_KERNELS
@@ -469,88 +465,79 @@ static inline float32x4_t exp_neon(float32x4_t x) {
     return vreinterpretq_f32_u32(vandq_u32(vreinterpretq_u32_f32(vmulq_f32(e, two_k)), keep));
 }
 
-static void softmax_step_neon(float *pi, int valid, float *row_max, float *row_sum, float *rescale) {
+static void attention_scores_neon(const float *qt, const float *kt, int hd, int n_pad, float *p) {
+    for (int jj = 0; jj < ATT_KB; jj += 8) {   // tiles of 8 queries x 8 keys
+        float32x4_t acc[8][2];
+        #pragma GCC unroll 8
+        for (int i = 0; i < 8; i++) acc[i][0] = acc[i][1] = vdupq_n_f32(0.0f);
+        const float *kd = kt + jj;
+        for (int d = 0; d < hd; d++, kd += n_pad) {
+            float32x4_t k0 = vld1q_f32(kd), k1 = vld1q_f32(kd + 4);
+            #pragma GCC unroll 8
+            for (int i = 0; i < 8; i++) {
+                float32x4_t x = vdupq_n_f32(qt[i * hd + d]);
+                acc[i][0] = vfmaq_f32(acc[i][0], x, k0), acc[i][1] = vfmaq_f32(acc[i][1], x, k1);
+            }
+        }
+        #pragma GCC unroll 8
+        for (int i = 0; i < 8; i++)
+            vst1q_f32(p + i * ATT_KB + jj, acc[i][0]), vst1q_f32(p + i * ATT_KB + jj + 4, acc[i][1]);
+    }
+}
+
+static void attention_softmax_neon(float *pi, int valid, float *row_max, float *row_sum, float *rescale) {
     for (int j = valid; j < ATT_KB; j++) pi[j] = -INFINITY;
     float32x4_t m = vld1q_f32(pi);
     for (int j = 4; j < ATT_KB; j += 4) m = vmaxq_f32(m, vld1q_f32(pi + j));
     float old = *row_max, now = fmaxf(old, vmaxvq_f32(m));
     *rescale = expf(old - now);
     *row_max = now;
-    float32x4_t s = vdupq_n_f32(0.0f), mx = vdupq_n_f32(now);
+    float32x4_t sum = vdupq_n_f32(0.0f), mx = vdupq_n_f32(now);
     for (int j = 0; j < ATT_KB; j += 4) {
         float32x4_t e = exp_neon(vsubq_f32(vld1q_f32(pi + j), mx));
         vst1q_f32(pi + j, e);
-        s = vaddq_f32(s, e);
+        sum = vaddq_f32(sum, e);
     }
-    *row_sum = *row_sum * *rescale + vaddvq_f32(s);
+    *row_sum = *row_sum * *rescale + vaddvq_f32(sum);
 }
 
-static void attention_task_neon(const float *q, int nq, const float *kt, const float *v, int n, int n_pad, int hd,
-                                float *out, int out_stride, float *o, float *p) {
-    float row_max[ATT_QB], row_sum[ATT_QB];
-    for (int i = 0; i < ATT_QB; i++) row_max[i] = -INFINITY, row_sum[i] = 0.0f;
-    memset(o, 0, (size_t)ATT_QB * hd * sizeof(float));
-    for (int j0 = 0; j0 < n_pad; j0 += ATT_KB) {
-        for (int t0 = 0; t0 < nq; t0 += ATT_QT) {
-            const float *qt = q + (size_t)t0 * hd;
-            // scores p (8, 64) = q[t0..t0+8) · k[j0..j0+64), as tiles of 8 x 8
-            for (int jj = 0; jj < ATT_KB; jj += 8) {
-                float32x4_t acc[8][2];
-                #pragma GCC unroll 8
-                for (int i = 0; i < 8; i++) acc[i][0] = acc[i][1] = vdupq_n_f32(0.0f);
-                const float *kd = kt + j0 + jj;
-                for (int d = 0; d < hd; d++, kd += n_pad) {
-                    float32x4_t k0 = vld1q_f32(kd), k1 = vld1q_f32(kd + 4);
-                    #pragma GCC unroll 8
-                    for (int i = 0; i < 8; i++) {
-                        float32x4_t x = vdupq_n_f32(qt[i * hd + d]);
-                        acc[i][0] = vfmaq_f32(acc[i][0], x, k0), acc[i][1] = vfmaq_f32(acc[i][1], x, k1);
-                    }
-                }
-                #pragma GCC unroll 8
-                for (int i = 0; i < 8; i++)
-                    vst1q_f32(p + i * ATT_KB + jj, acc[i][0]), vst1q_f32(p + i * ATT_KB + jj + 4, acc[i][1]);
-            }
-            float rescale[ATT_QT];
-            for (int i = 0; i < ATT_QT; i++)
-                softmax_step_neon(p + i * ATT_KB, keys_in_block(n, j0), row_max + t0 + i, row_sum + t0 + i, rescale + i);
-            // o[t0..t0+8) = o · rescale + p · v[j0..j0+64), as tiles of 8 x 8 dimensions
-            for (int dd = 0; dd < hd; dd += 8) {
-                float *ot = o + (size_t)t0 * hd + dd;
-                float32x4_t acc[8][2];
-                #pragma GCC unroll 8
-                for (int i = 0; i < 8; i++) {
-                    acc[i][0] = vmulq_n_f32(vld1q_f32(ot + i * hd), rescale[i]);
-                    acc[i][1] = vmulq_n_f32(vld1q_f32(ot + i * hd + 4), rescale[i]);
-                }
-                const float *vj = v + (size_t)j0 * hd + dd;
-                for (int j = 0; j < ATT_KB; j++, vj += hd) {
-                    float32x4_t v0 = vld1q_f32(vj), v1 = vld1q_f32(vj + 4);
-                    #pragma GCC unroll 8
-                    for (int i = 0; i < 8; i++) {
-                        float32x4_t x = vdupq_n_f32(p[i * ATT_KB + j]);
-                        acc[i][0] = vfmaq_f32(acc[i][0], x, v0), acc[i][1] = vfmaq_f32(acc[i][1], x, v1);
-                    }
-                }
-                #pragma GCC unroll 8
-                for (int i = 0; i < 8; i++) vst1q_f32(ot + i * hd, acc[i][0]), vst1q_f32(ot + i * hd + 4, acc[i][1]);
+static void attention_mix_neon(const float *p, const float *rescale, const float *v, int hd, float *ot) {
+    for (int dd = 0; dd < hd; dd += 8) {   // tiles of 8 queries x 8 dimensions
+        float32x4_t acc[8][2];
+        #pragma GCC unroll 8
+        for (int i = 0; i < 8; i++) {
+            acc[i][0] = vmulq_n_f32(vld1q_f32(ot + i * hd + dd), rescale[i]);
+            acc[i][1] = vmulq_n_f32(vld1q_f32(ot + i * hd + dd + 4), rescale[i]);
+        }
+        const float *vj = v + dd;
+        for (int j = 0; j < ATT_KB; j++, vj += hd) {
+            float32x4_t v0 = vld1q_f32(vj), v1 = vld1q_f32(vj + 4);
+            #pragma GCC unroll 8
+            for (int i = 0; i < 8; i++) {
+                float32x4_t x = vdupq_n_f32(p[i * ATT_KB + j]);
+                acc[i][0] = vfmaq_f32(acc[i][0], x, v0), acc[i][1] = vfmaq_f32(acc[i][1], x, v1);
             }
         }
+        #pragma GCC unroll 8
+        for (int i = 0; i < 8; i++)
+            vst1q_f32(ot + i * hd + dd, acc[i][0]), vst1q_f32(ot + i * hd + dd + 4, acc[i][1]);
     }
-    attention_rows_out(o, row_sum, nq, hd, out, out_stride);
 }
+
+static const AttentionKernels attention_neon = {attention_scores_neon, attention_softmax_neon, attention_mix_neon};
 #endif
 
-// The task of the kernel set in use, or NULL (the scalar set, or a head size the tiles do not divide).
-static AttentionTask *vision_attention_task(int hd) {
+// The attention kernels of the kernel set in use, or NULL (the scalar set, or a head size the tiles do not
+// divide).
+static const AttentionKernels *vision_attention_kernels(int hd) {
     const Kernels *k = kernel_set();
     if (hd % 32 != 0) return NULL;
 #ifdef HAVE_X86_KERNELS
-    if (k == &kernels_avx512 || k == &kernels_vnni || k == &kernels_amx) return attention_task_avx512;
-    if (k == &kernels_avx2 || k == &kernels_avxvnni) return attention_task_avx2;
+    if (k == &kernels_avx512 || k == &kernels_vnni || k == &kernels_amx) return &attention_avx512;
+    if (k == &kernels_avx2 || k == &kernels_avxvnni) return &attention_avx2;
 #endif
 #ifdef HAVE_NEON_KERNELS
-    if (k != &kernels_scalar) return attention_task_neon;
+    if (k != &kernels_scalar) return &attention_neon;
 #endif
     (void)k;
     return NULL;
@@ -560,8 +547,8 @@ static AttentionTask *vision_attention_task(int hd) {
 // 0 ok, -1 out of memory (the caller then uses the scalar version). The layouts are in 2 MiB pages: in
 // calloc's 4 KiB ones, the page faults of each layer's first writes (34 MB for 4144 patches) took 3.6% of
 // the image's time, and the tasks' reads of kt, a page apart from one dimension to the next, missed the TLB.
-static int vision_attention_tasks(AttentionTask *task, const float *q, const float *k, const float *v, float *out,
-                                  int n, int heads, int hd) {
+static int vision_attention_tasks(const AttentionKernels *att, const float *q, const float *k, const float *v,
+                                  float *out, int n, int heads, int hd) {
     int dim = heads * hd, n_pad = (n + ATT_KB - 1) / ATT_KB * ATT_KB, blocks = (n + ATT_QB - 1) / ATT_QB;
     float *kt, *vh;   // (heads, hd, n_pad) and (heads, n_pad, hd), zero past n
     Buffer buffers[] = {{&kt, (size_t)heads * hd * n_pad}, {&vh, (size_t)heads * n_pad * hd}};
@@ -591,8 +578,8 @@ static int vision_attention_tasks(AttentionTask *task, const float *q, const flo
                 int t0 = b * ATT_QB, nq = n - t0 < ATT_QB ? n - t0 : ATT_QB;
                 for (int t = 0; t < ATT_QB; t++)
                     for (int i = 0; i < hd; i++) qb[t * hd + i] = t < nq ? q[(size_t)(t0 + t) * dim + a * hd + i] * scale : 0;
-                task(qb, nq, kt + (size_t)a * hd * n_pad, vh + (size_t)a * n_pad * hd, n, n_pad, hd,
-                     out + (size_t)t0 * dim + a * hd, dim, o, p);
+                attention_task(att, qb, nq, kt + (size_t)a * hd * n_pad, vh + (size_t)a * n_pad * hd, n, n_pad,
+                               hd, out + (size_t)t0 * dim + a * hd, dim, o, p);
             }
         }
         free(qb); free(o); free(p);
@@ -604,8 +591,8 @@ static int vision_attention_tasks(AttentionTask *task, const float *q, const flo
 // Attention over all n patches of one image, per head (q, k, v, out: (n, heads * hd)): the SIMD tasks
 // where the kernel set has them, else the scalar definition.
 static void vision_attention(const float *q, const float *k, const float *v, float *out, int n, int heads, int hd) {
-    AttentionTask *task = vision_attention_task(hd);
-    if (task && vision_attention_tasks(task, q, k, v, out, n, heads, hd) == 0) return;
+    const AttentionKernels *att = vision_attention_kernels(hd);
+    if (att && vision_attention_tasks(att, q, k, v, out, n, heads, hd) == 0) return;
     vision_attention_scalar(q, k, v, out, n, heads, hd);
 }
 
