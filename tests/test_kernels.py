@@ -158,9 +158,9 @@ def golden(type_):
 
 def check_sets(cmd, sets):
     """Every kernel set of `sets` on the golden model: f32 within 1e-4 of llama.cpp, q8/q4 within LOOSE of
-    scalar (amx: AMX_LOOSE); the f32 image embeddings within 1e-4 of the float64 reference. avx512 and avx512-vnni differ only in their integer products, which give the
-    same sums: the same logits, bit for bit; so do avx2 and avx-vnni (other sets sum the f32 parts,
-    attention, in other orders)."""
+    scalar (amx: AMX_LOOSE); the f32 image embeddings within 1e-4 of the float64 reference. avx512 and
+    avx512-vnni differ only in their integer products, which give the same sums: the same logits, bit for bit;
+    so do avx2 and avx-vnni (other sets sum the f32 parts, attention, in other orders)."""
     for type_ in ("f32", "q8", "q4"):
         want = logits(cmd, golden(type_), "--kernels", "scalar")
         if type_ == "f32":
