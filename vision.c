@@ -239,10 +239,10 @@ static void vision_attention_scalar(const float *q, const float *k, const float 
 // The same with SIMD, flash-attention style: a task is one head and a block of 64 queries; it streams the
 // keys in blocks of 64, keeps a running max and sum of each query's softmax and rescales its output when
 // the max grows, so no n x n matrix is ever stored (an image of 12,100 patches would need 585 MB per head).
-// The task is written once (attention_task); the three steps it takes for 8 queries and a block of keys are
-// kernels of each instruction set, in register tiles (AVX-512: 8 queries x 32 keys or dimensions; AVX2:
-// 4 x 16; NEON: 8 x 8), chosen with the matmul kernels (--kernels); the scalar set runs the definition
-// above. Needs hd % 32 == 0 (Pixtral: 64).
+// The task is written once (attention_task); its steps for 8 queries and a block of keys (the scores, a
+// row's max and exponentials, p·v) are kernels of each instruction set, in register tiles (AVX-512: 8
+// queries x 32 keys or dimensions; AVX2: 4 x 16; NEON: 8 x 8), chosen with the matmul kernels (--kernels);
+// the scalar set runs the definition above. Needs hd % 32 == 0 (Pixtral: 64).
 #define ATT_QB 64      // queries per task
 #define ATT_KB 64      // keys per block
 #define ATT_QT 8       // queries per step
@@ -250,10 +250,9 @@ static void vision_attention_scalar(const float *q, const float *k, const float 
 typedef struct {
     // p (ATT_QT, ATT_KB) = qt (ATT_QT rows of hd) · the block's keys (kt: hd rows of ATT_KB, n_pad apart)
     void (*scores)(const float *qt, const float *kt, int hd, int n_pad, float *p);
-    // The online softmax of one query for one block: its scores pi (ATT_KB, `valid` of them real) become
-    // e^(score - max) with max the running max, which may have grown; what was summed so far shrinks by
-    // *rescale = e^(old max - max); *row_sum = *row_sum · rescale + Σ pi.
-    void (*softmax)(float *pi, int valid, float *row_max, float *row_sum, float *rescale);
+    // The largest of one query's ATT_KB scores pi; and pi = e^(pi - max) in place, returning their sum.
+    float (*max)(const float *pi);
+    float (*exp_sum)(float *pi, float max);
     // ot (ATT_QT rows of hd) = ot · rescale (one factor per row) + p · the block's values (ATT_KB rows of hd)
     void (*mix)(const float *p, const float *rescale, const float *v, int hd, float *ot);
 } AttentionKernels;
@@ -270,8 +269,16 @@ static void attention_task(const AttentionKernels *k, const float *q, int nq, co
         int valid = n - j0 < ATT_KB ? n - j0 : ATT_KB;   // keys past n are padding
         for (int t0 = 0; t0 < nq; t0 += ATT_QT) {
             k->scores(q + (size_t)t0 * hd, kt + j0, hd, n_pad, p);
-            for (int i = 0; i < ATT_QT; i++)
-                k->softmax(p + i * ATT_KB, valid, &row_max[t0 + i], &row_sum[t0 + i], &rescale[i]);
+            // the online softmax: each query's running max may grow; what was summed so far then shrinks
+            // by rescale = e^(old max - max), and this block's p = e^(score - max) add to the sum
+            for (int i = 0; i < ATT_QT; i++) {
+                float *pi = p + i * ATT_KB;
+                for (int j = valid; j < ATT_KB; j++) pi[j] = -INFINITY;   // padding keys: e^-inf = 0
+                float old = row_max[t0 + i], now = fmaxf(old, k->max(pi));
+                rescale[i] = expf(old - now);   // 0 on the first block (old = -inf)
+                row_max[t0 + i] = now;
+                row_sum[t0 + i] = row_sum[t0 + i] * rescale[i] + k->exp_sum(pi, now);
+            }
             k->mix(p, rescale, v + (size_t)j0 * hd, hd, o + (size_t)t0 * hd);
         }
     }
@@ -323,21 +330,20 @@ TARGET_AVX512 static void attention_scores_avx512(const float *qt, const float *
     }
 }
 
-TARGET_AVX512 static void attention_softmax_avx512(float *pi, int valid, float *row_max, float *row_sum,
-                                                   float *rescale) {
-    for (int j = valid; j < ATT_KB; j++) pi[j] = -INFINITY;
+TARGET_AVX512 static float attention_max_avx512(const float *pi) {
     __m512 m = _mm512_loadu_ps(pi);
     for (int j = 16; j < ATT_KB; j += 16) m = _mm512_max_ps(m, _mm512_loadu_ps(pi + j));
-    float old = *row_max, now = fmaxf(old, _mm512_reduce_max_ps(m));
-    *rescale = expf(old - now);   // 0 on the first block (old = -inf)
-    *row_max = now;
-    __m512 sum = _mm512_setzero_ps(), mx = _mm512_set1_ps(now);
+    return _mm512_reduce_max_ps(m);
+}
+
+TARGET_AVX512 static float attention_exp_sum_avx512(float *pi, float max) {
+    __m512 sum = _mm512_setzero_ps(), mx = _mm512_set1_ps(max);
     for (int j = 0; j < ATT_KB; j += 16) {
         __m512 e = exp_avx512(_mm512_sub_ps(_mm512_loadu_ps(pi + j), mx));
         _mm512_storeu_ps(pi + j, e);
         sum = _mm512_add_ps(sum, e);
     }
-    *row_sum = *row_sum * *rescale + _mm512_reduce_add_ps(sum);
+    return _mm512_reduce_add_ps(sum);
 }
 
 TARGET_AVX512 static void attention_mix_avx512(const float *p, const float *rescale, const float *v, int hd,
@@ -364,8 +370,8 @@ TARGET_AVX512 static void attention_mix_avx512(const float *p, const float *resc
     }
 }
 
-static const AttentionKernels attention_avx512 = {attention_scores_avx512, attention_softmax_avx512,
-                                                  attention_mix_avx512};
+static const AttentionKernels attention_avx512 = {attention_scores_avx512, attention_max_avx512,
+                                                  attention_exp_sum_avx512, attention_mix_avx512};
 
 // AVX2: 8 lanes, 16 registers. 2^k is made in the exponent bits (k >= -116 here: a normal float, so the
 // product is exact, as scalef's).
@@ -406,20 +412,20 @@ TARGET_AVX2 static void attention_scores_avx2(const float *qt, const float *kt, 
         }
 }
 
-TARGET_AVX2 static void attention_softmax_avx2(float *pi, int valid, float *row_max, float *row_sum, float *rescale) {
-    for (int j = valid; j < ATT_KB; j++) pi[j] = -INFINITY;
+TARGET_AVX2 static float attention_max_avx2(const float *pi) {
     __m256 m = _mm256_loadu_ps(pi);
     for (int j = 8; j < ATT_KB; j += 8) m = _mm256_max_ps(m, _mm256_loadu_ps(pi + j));
-    float old = *row_max, now = fmaxf(old, max8_avx2(m));
-    *rescale = expf(old - now);
-    *row_max = now;
-    __m256 sum = _mm256_setzero_ps(), mx = _mm256_set1_ps(now);
+    return max8_avx2(m);
+}
+
+TARGET_AVX2 static float attention_exp_sum_avx2(float *pi, float max) {
+    __m256 sum = _mm256_setzero_ps(), mx = _mm256_set1_ps(max);
     for (int j = 0; j < ATT_KB; j += 8) {
         __m256 e = exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(pi + j), mx));
         _mm256_storeu_ps(pi + j, e);
         sum = _mm256_add_ps(sum, e);
     }
-    *row_sum = *row_sum * *rescale + sum8_avx2(sum);
+    return sum8_avx2(sum);
 }
 
 TARGET_AVX2 static void attention_mix_avx2(const float *p, const float *rescale, const float *v, int hd, float *ot) {
@@ -447,7 +453,8 @@ TARGET_AVX2 static void attention_mix_avx2(const float *p, const float *rescale,
         }
 }
 
-static const AttentionKernels attention_avx2 = {attention_scores_avx2, attention_softmax_avx2, attention_mix_avx2};
+static const AttentionKernels attention_avx2 = {attention_scores_avx2, attention_max_avx2, attention_exp_sum_avx2,
+                                                attention_mix_avx2};
 #endif
 
 #ifdef HAVE_NEON_KERNELS
@@ -485,20 +492,20 @@ static void attention_scores_neon(const float *qt, const float *kt, int hd, int 
     }
 }
 
-static void attention_softmax_neon(float *pi, int valid, float *row_max, float *row_sum, float *rescale) {
-    for (int j = valid; j < ATT_KB; j++) pi[j] = -INFINITY;
+static float attention_max_neon(const float *pi) {
     float32x4_t m = vld1q_f32(pi);
     for (int j = 4; j < ATT_KB; j += 4) m = vmaxq_f32(m, vld1q_f32(pi + j));
-    float old = *row_max, now = fmaxf(old, vmaxvq_f32(m));
-    *rescale = expf(old - now);
-    *row_max = now;
-    float32x4_t sum = vdupq_n_f32(0.0f), mx = vdupq_n_f32(now);
+    return vmaxvq_f32(m);
+}
+
+static float attention_exp_sum_neon(float *pi, float max) {
+    float32x4_t sum = vdupq_n_f32(0.0f), mx = vdupq_n_f32(max);
     for (int j = 0; j < ATT_KB; j += 4) {
         float32x4_t e = exp_neon(vsubq_f32(vld1q_f32(pi + j), mx));
         vst1q_f32(pi + j, e);
         sum = vaddq_f32(sum, e);
     }
-    *row_sum = *row_sum * *rescale + vaddvq_f32(sum);
+    return vaddvq_f32(sum);
 }
 
 static void attention_mix_neon(const float *p, const float *rescale, const float *v, int hd, float *ot) {
@@ -524,7 +531,8 @@ static void attention_mix_neon(const float *p, const float *rescale, const float
     }
 }
 
-static const AttentionKernels attention_neon = {attention_scores_neon, attention_softmax_neon, attention_mix_neon};
+static const AttentionKernels attention_neon = {attention_scores_neon, attention_max_neon, attention_exp_sum_neon,
+                                                attention_mix_neon};
 #endif
 
 // The attention kernels of the kernel set in use, or NULL (the scalar set, or a head size the tiles do not
