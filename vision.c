@@ -247,6 +247,8 @@ static void vision_attention_scalar(const float *q, const float *k, const float 
 #define ATT_KB 64      // keys per block
 #define ATT_QT 8       // queries per step
 
+static size_t padded_keys(int n) { return (size_t)(n + ATT_KB - 1) / ATT_KB * ATT_KB; }  // n_pad
+
 typedef struct {
     // p (ATT_QT, ATT_KB) = qt (ATT_QT rows of hd) · the block's keys (kt: hd rows of ATT_KB, n_pad apart)
     void (*scores)(const float *qt, const float *kt, int hd, int n_pad, float *p);
@@ -551,17 +553,12 @@ static const AttentionKernels *vision_attention_kernels(int hd) {
     return NULL;
 }
 
-// Lays out each head's keys transposed and its values contiguous, then runs the tasks on all threads.
-// 0 ok, -1 out of memory (the caller then uses the scalar version). The layouts are in 2 MiB pages: in
-// calloc's 4 KiB ones, the page faults of each layer's first writes (34 MB for 4144 patches) took 3.6% of
-// the image's time, and the tasks' reads of kt, a page apart from one dimension to the next, missed the TLB.
+// Lays out each head's keys transposed (kt: (heads, hd, n_pad)) and its values contiguous (vh: (heads,
+// n_pad, hd)), then runs the tasks on all threads. 0 ok, -1 out of memory (the caller then uses the scalar
+// version).
 static int vision_attention_tasks(const AttentionKernels *att, const float *q, const float *k, const float *v,
-                                  float *out, int n, int heads, int hd) {
-    int dim = heads * hd, n_pad = (n + ATT_KB - 1) / ATT_KB * ATT_KB, blocks = (n + ATT_QB - 1) / ATT_QB;
-    float *kt, *vh;   // (heads, hd, n_pad) and (heads, n_pad, hd), zero past n
-    Buffer buffers[] = {{&kt, (size_t)heads * hd * n_pad}, {&vh, (size_t)heads * n_pad * hd}};
-    Mapping memory = map_buffers(buffers, 2);
-    if (!memory.start) return -1;
+                                  float *out, int n, int heads, int hd, float *kt, float *vh) {
+    int dim = heads * hd, n_pad = (int)padded_keys(n), blocks = (n + ATT_QB - 1) / ATT_QB;
     #pragma omp parallel for schedule(static)
     for (int a = 0; a < heads; a++)
         for (int j = 0; j < n; j++)
@@ -592,15 +589,18 @@ static int vision_attention_tasks(const AttentionKernels *att, const float *q, c
         }
         free(qb); free(o); free(p);
     }
-    unmap_buffers(memory);
     return failed ? -1 : 0;
 }
 
 // Attention over all n patches of one image, per head (q, k, v, out: (n, heads * hd)): the SIMD tasks
-// where the kernel set has them, else the scalar definition.
-static void vision_attention(const float *q, const float *k, const float *v, float *out, int n, int heads, int hd) {
+// where the kernel set has them, else the scalar definition. kt, vh: the tasks' scratch, heads · hd ·
+// padded_keys(n) floats each, zero past n (the encoder keeps them in its mapping, in 2 MiB pages: in
+// calloc's 4 KiB ones, the page faults of each layer's first writes (34 MB for 4144 patches) took 3.6% of
+// the image's time, and the tasks' reads of kt, a page apart from one dimension to the next, missed the TLB).
+static void vision_attention(const float *q, const float *k, const float *v, float *out, int n, int heads, int hd,
+                             float *kt, float *vh) {
     const AttentionKernels *att = vision_attention_kernels(hd);
-    if (att && vision_attention_tasks(att, q, k, v, out, n, heads, hd) == 0) return;
+    if (att && vision_attention_tasks(att, q, k, v, out, n, heads, hd, kt, vh) == 0) return;
     vision_attention_scalar(q, k, v, out, n, heads, hd);
 }
 
@@ -635,10 +635,10 @@ static int vision_encoder(const Model *m, const Image *img, float *x, double *fl
     if (heads * hd != D || hd > 1024)   // Pixtral: D = heads x head_dim (16 x 64)
         return fail("vision encoder: %d heads x %d does not make its width %d", heads, hd, D);
     size_t nd = (size_t)n * D;
-    float *xb, *q, *k, *v, *att, *hb, *hb2, *patches, *rope_cos, *rope_sin;
+    float *xb, *q, *k, *v, *att, *hb, *hb2, *patches, *rope_cos, *rope_sin, *kt, *vh;
     Buffer buffers[] = {{&xb, nd}, {&q, nd}, {&k, nd}, {&v, nd}, {&att, nd}, {&hb, (size_t)chunk * F},
                         {&hb2, (size_t)chunk * F}, {&patches, (size_t)n * conv}, {&rope_cos, (size_t)n * hd / 2},
-                        {&rope_sin, (size_t)n * hd / 2}};
+                        {&rope_sin, (size_t)n * hd / 2}, {&kt, D * padded_keys(n)}, {&vh, D * padded_keys(n)}};
     Mapping memory = map_buffers(buffers, sizeof buffers / sizeof buffers[0]);
     if (!memory.start) return fail("out of memory");
 
@@ -685,7 +685,7 @@ static int vision_encoder(const Model *m, const Image *img, float *x, double *fl
                 rope_rotate(k + (size_t)t * D + a * hd, cos_a, sin_a, hd);
             }
         }
-        vision_attention(q, k, v, att, n, heads, hd);
+        vision_attention(q, k, v, att, n, heads, hd, kt, vh);
         *flops += 4.0 * n * n * hd * heads;
         vision_matmul(xb, att, n, &lw->wo, flops);
         #pragma omp parallel for schedule(static)

@@ -416,6 +416,8 @@ static void check_vision_attention(const Kernels **sets, int n_sets) {
         size_t size = (size_t)n * heads * hd;
         float *q = malloc(size * sizeof(float)), *k = malloc(size * sizeof(float)), *v = malloc(size * sizeof(float));
         float *want = malloc(size * sizeof(float)), *got = malloc(size * sizeof(float));
+        size_t scratch = heads * hd * padded_keys(n);   // the tasks' layouts, reused by every set as by the layers
+        float *kt = calloc(scratch, sizeof(float)), *vh = calloc(scratch, sizeof(float));
         for (size_t i = 0; i < size; i++) q[i] = 6 * uniform() - 3, k[i] = 6 * uniform() - 3, v[i] = uniform() - 0.5f;
         vision_attention_scalar(q, k, v, want, n, heads, hd);
         double largest = 0;
@@ -423,14 +425,14 @@ static void check_vision_attention(const Kernels **sets, int n_sets) {
         for (int s = 0; s < n_sets; s++) {
             kernels = sets[s];
             for (size_t i = 0; i < size; i++) got[i] = NAN;
-            vision_attention(q, k, v, got, n, heads, hd);
+            vision_attention(q, k, v, got, n, heads, hd, kt, vh);
             double worst = 0;
             for (size_t i = 0; i < size; i++) worst = fmax(worst, isnan(got[i]) ? INFINITY : fabs(got[i] - want[i]));
             check(worst <= 1e-5 * largest, "%-12s vision attention, %3d patches, %d heads of %d: %s (worst %.1e of the "
                   "largest output)", sets[s]->name, n, heads, hd, worst <= 1e-5 * largest ? "agrees with scalar" :
                   "differs from scalar", worst / largest);
         }
-        free(q); free(k); free(v); free(want); free(got);
+        free(q); free(k); free(v); free(want); free(got); free(kt); free(vh);
     }
     kernels = given;
 }
