@@ -946,15 +946,16 @@ static void quantize_token(const Kernels *k, const QuantizedActs *a, int t, cons
 // lines in cache: cheaper than a branch.
 // Each prefetch that misses holds a fill buffer until its line comes (there are ~16 per core), so going
 // further ahead does not help: on the 24B model's decode 3 KiB did best (2.49 tok/s; 2 KiB 2.48, 4 KiB 2.44,
-// 6 KiB 2.39). One token's tiles (decoding) read their weights once and ask for them non-temporally, into L1
-// but not L2 (AMD Zen 5: decode 8% faster than into L2); the weights of bigger tiles, which later tiles read
-// again, go to L2, where they outlive the activations streaming through L1 (non-temporally: prefill 2-12%
-// slower). The AMX widening, tuned on Sapphire Rapids with L2 prefetches, keeps them. `once` is a constant
-// in every kernel, so the branch is gone once it is inlined.
+// 6 KiB 2.39). The weights go to L2, where those of bigger tiles, which later tiles read again, outlive the
+// activations streaming through L1. One token's tiles (decoding, `once`) read their weights once: on AMD
+// CPUs (stream_nta) they ask for them non-temporally, into L1 but not L2 (Zen 5: decode 8% faster); on an
+// Intel Xeon that made decode 2.7x slower (0.81 tok/s against 2.2), so everywhere else into L2 too. `once`
+// is a constant in every kernel, so that branch is gone once it is inlined.
 #define PREFETCH_AHEAD 3072  // bytes
+static int stream_nta;      // set by main: this is an AMD CPU
 static inline void prefetch_lines(const void *block, int ahead, int once, int k, int i) {
     const char *line = (const char *)block + ahead + 64 * (9 * k + i);
-    if (once) {
+    if (once && stream_nta) {
         __builtin_prefetch(line, 0, 0);
         if (i == 7) __builtin_prefetch(line + 64, 0, 0);
     } else {
@@ -3616,6 +3617,10 @@ int main(int argc, char **argv) {
     omp_set_num_threads(o.threads ? o.threads : physical_cores());
 #endif
     if (o.kernels) kernels = o.kernels;
+#ifdef HAVE_X86_KERNELS
+    __builtin_cpu_init();
+    stream_nta = __builtin_cpu_is("amd");
+#endif
     if (!o.model_path) return tokenize_stdin(o.tokenizer_path);
     Model m;
     Tokenizer tok;
