@@ -1460,7 +1460,7 @@ TARGET_AVX2 static INLINE void q4_tile_avx2_n(const Tile *p, const int h, int t0
                                               Dot256 *dot, Widen256 *widen) {
     __m256 acc[4];
     float *out = p->out + t0 * p->ostride + 8 * h;
-    #pragma GCC unroll 8
+    #pragma GCC unroll 4
     for (int t = 0; t < nt; t++) acc[t] = p->load ? _mm256_loadu_ps(out + t * p->ostride) : _mm256_setzero_ps();
     const __m256i low = _mm256_set1_epi8(0x0F);
     const int8_t *xq = p->xq + t0 * p->xstride;
@@ -1474,21 +1474,21 @@ TARGET_AVX2 static INLINE void q4_tile_avx2_n(const Tile *p, const int h, int t0
             for (int odd = 0; odd < 2; odd++) {
                 int j = 2 * k + odd;
                 __m256i pairs[4];
-                #pragma GCC unroll 8
+                #pragma GCC unroll 4
                 for (int t = 0; t < nt; t++) pairs[t] = _mm256_setzero_si256();
                 #pragma GCC unroll 8
                 for (int i = 0; i < 8; i++) {
                     __m256i v = _mm256_loadu_si256((const __m256i *)(line + 64 * i));
                     if (fetch && !odd) prefetch_lines(blk, p->prefetch, 0, k, i);
                     __m256i q = _mm256_and_si256(odd ? _mm256_srli_epi16(v, 4) : v, low);
-                    #pragma GCC unroll 8
+                    #pragma GCC unroll 4
                     for (int t = 0; t < nt; t++) {
                         __m256i x = _mm256_set1_epi32(load_i32(xq + t * p->xstride + QK4 * b + 32 * j + 4 * i));
                         pairs[t] = dot(pairs[t], q, x);
                     }
                 }
                 __m256 scj = _mm256_loadu_ps(sc + 16 * j), mnj = _mm256_loadu_ps(mn + 16 * j);
-                #pragma GCC unroll 8
+                #pragma GCC unroll 4
                 for (int t = 0; t < nt; t++) {
                     int jx = t * p->bstride + 8 * b + j;
                     __m256 isum = _mm256_cvtepi32_ps(widen(pairs[t]));
@@ -1498,7 +1498,7 @@ TARGET_AVX2 static INLINE void q4_tile_avx2_n(const Tile *p, const int h, int t0
             }
         }
     }
-    #pragma GCC unroll 8
+    #pragma GCC unroll 4
     for (int t = 0; t < nt; t++) _mm256_storeu_ps(out + t * p->ostride, acc[t]);
 }
 
@@ -1550,18 +1550,18 @@ TARGET_AVX2 static INLINE void q4_tile_avx2_one(const Tile *p, Dot256 *dot, Wide
 TARGET_AVX2 static INLINE void q8_tile_avx2_n(const Tile *p, int h, int t0, const int nt, Dot256 *dot, Widen256 *widen) {
     __m256 acc[4];
     float *out = p->out + t0 * p->ostride + 8 * h;
-    #pragma GCC unroll 8
+    #pragma GCC unroll 4
     for (int t = 0; t < nt; t++) acc[t] = p->load ? _mm256_loadu_ps(out + t * p->ostride) : _mm256_setzero_ps();
     for (int b = 0; b < p->nb; b++) {
         const BlockQ8x16 *blk = (const BlockQ8x16 *)p->w + b;
         __m256i isum[4];
-        #pragma GCC unroll 8
+        #pragma GCC unroll 4
         for (int t = 0; t < nt; t++) isum[t] = _mm256_setzero_si256();
         #pragma GCC unroll 8
         for (int i = 0; i < 8; i++) {
             if (h == 0 && t0 == 0) prefetch_lines(blk, p->prefetch, nt == 1, 0, i);
             __m256i v = _mm256_loadu_si256((const __m256i *)(blk->q + 64 * i + 32 * h)), a = _mm256_abs_epi8(v);
-            #pragma GCC unroll 8
+            #pragma GCC unroll 4
             for (int t = 0; t < nt; t++) {
                 __m256i x = _mm256_set1_epi32(load_i32(p->xq + (t0 + t) * p->xstride + QK8 * b + 4 * i));
                 __m256i line = dot(_mm256_setzero_si256(), a, _mm256_sign_epi8(x, v));
@@ -1569,13 +1569,13 @@ TARGET_AVX2 static INLINE void q8_tile_avx2_n(const Tile *p, int h, int t0, cons
             }
         }
         __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk->d + 8 * h)));
-        #pragma GCC unroll 8
+        #pragma GCC unroll 4
         for (int t = 0; t < nt; t++) {
             __m256 dx = _mm256_set1_ps(p->dx[(t0 + t) * p->bstride + b]);
             acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_mul_ps(d, dx), acc[t]);
         }
     }
-    #pragma GCC unroll 8
+    #pragma GCC unroll 4
     for (int t = 0; t < nt; t++) _mm256_storeu_ps(out + t * p->ostride, acc[t]);
 }
 
@@ -1664,12 +1664,12 @@ TARGET_AVX512 static INLINE void float_rows_avx512_n(const Tensor *w, int r, con
     int cols = w->cols;
     const void *row = (const uint8_t *)w->data + (size_t)r * cols * (f16 ? 2 : 4);
     __m512 acc0[4], acc1[4];
-    #pragma GCC unroll 8
+    #pragma GCC unroll 4
     for (int t = 0; t < nt; t++) acc0[t] = acc1[t] = _mm512_setzero_ps();
     int i = 0;
     for (; i + 32 <= cols; i += 32) {
         __m512 w0 = load_weights512(row, f16, i, 0xFFFF), w1 = load_weights512(row, f16, i + 16, 0xFFFF);
-        #pragma GCC unroll 8
+        #pragma GCC unroll 4
         for (int t = 0; t < nt; t++) {
             const float *xt = x + (size_t)(t0 + t) * cols + i;
             acc0[t] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(xt), acc0[t]);
@@ -1679,11 +1679,11 @@ TARGET_AVX512 static INLINE void float_rows_avx512_n(const Tensor *w, int r, con
     for (; i < cols; i += 16) {
         __mmask16 m = cols - i >= 16 ? 0xFFFF : (__mmask16)((1u << (cols - i)) - 1);
         __m512 w0 = load_weights512(row, f16, i, m);
-        #pragma GCC unroll 8
+        #pragma GCC unroll 4
         for (int t = 0; t < nt; t++)
             acc0[t] = _mm512_fmadd_ps(w0, _mm512_maskz_loadu_ps(m, x + (size_t)(t0 + t) * cols + i), acc0[t]);
     }
-    #pragma GCC unroll 8
+    #pragma GCC unroll 4
     for (int t = 0; t < nt; t++) out[(size_t)(t0 + t) * w->rows + r] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[t], acc1[t]));
 }
 
@@ -1731,19 +1731,19 @@ TARGET_AVX2 static INLINE void float_rows_avx2_n(const Tensor *w, int r, const f
     int cols = w->cols;
     const void *row = (const uint8_t *)w->data + (size_t)r * cols * (f16 ? 2 : 4);
     __m256 acc0[4], acc1[4];
-    #pragma GCC unroll 8
+    #pragma GCC unroll 4
     for (int t = 0; t < nt; t++) acc0[t] = acc1[t] = _mm256_setzero_ps();
     int i = 0;
     for (; i + 16 <= cols; i += 16) {
         __m256 w0 = load_weights256(row, f16, i), w1 = load_weights256(row, f16, i + 8);
-        #pragma GCC unroll 8
+        #pragma GCC unroll 4
         for (int t = 0; t < nt; t++) {
             const float *xt = x + (size_t)(t0 + t) * cols + i;
             acc0[t] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xt), acc0[t]);
             acc1[t] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xt + 8), acc1[t]);
         }
     }
-    #pragma GCC unroll 8
+    #pragma GCC unroll 4
     for (int t = 0; t < nt; t++) {
         float sum = sum8_avx2(_mm256_add_ps(acc0[t], acc1[t]));
         const float *xt = x + (size_t)(t0 + t) * cols;
@@ -2220,7 +2220,7 @@ static INLINE void q4_tile_neon_one(const Tile *p, Dot4 *dot4) {
 static INLINE void q4_tile_neon_n(const Tile *p, int quad, int t0, const int nt, Dot4 *dot4) {
     float32x4_t acc[4];
     float *out = p->out + t0 * p->ostride + 4 * quad;
-    #pragma GCC unroll 8
+    #pragma GCC unroll 4
     for (int t = 0; t < nt; t++) acc[t] = p->load ? vld1q_f32(out + t * p->ostride) : vdupq_n_f32(0.0f);
     const uint8x16_t low = vdupq_n_u8(15);
     for (int b = 0; b < p->nb; b++) {
@@ -2228,18 +2228,18 @@ static INLINE void q4_tile_neon_n(const Tile *p, int quad, int t0, const int nt,
         const float *sc = p->scales + 256 * b + 4 * quad, *mn = sc + 128;
         for (int j = 0; j < 8; j++) {
             int32x4_t isum[4];
-            #pragma GCC unroll 8
+            #pragma GCC unroll 4
             for (int t = 0; t < nt; t++) isum[t] = vdupq_n_s32(0);
             for (int i = 0; i < 8; i++) {
                 uint8x16_t v = vld1q_u8(blk->qs + 64 * (8 * (j / 2) + i) + 16 * quad);
                 if (quad == 0 && t0 == 0 && j % 2 == 0) prefetch_lines(blk, p->prefetch, nt == 1, j / 2, i);
                 int8x16_t q = vreinterpretq_s8_u8(j % 2 ? vshrq_n_u8(v, 4) : vandq_u8(v, low));
-                #pragma GCC unroll 8
+                #pragma GCC unroll 4
                 for (int t = 0; t < nt; t++)
                     isum[t] = dot4(isum[t], q, broadcast4_neon(p->xq + (t0 + t) * p->xstride + QK4 * b + 32 * j + 4 * i));
             }
             float32x4_t scj = vld1q_f32(sc + 16 * j), mnj = vld1q_f32(mn + 16 * j);
-            #pragma GCC unroll 8
+            #pragma GCC unroll 4
             for (int t = 0; t < nt; t++) {
                 int jx = (t0 + t) * p->bstride + 8 * b + j;
                 acc[t] = vfmaq_f32(acc[t], vcvtq_f32_s32(isum[t]), vmulq_n_f32(scj, p->dx[jx]));
@@ -2247,33 +2247,33 @@ static INLINE void q4_tile_neon_n(const Tile *p, int quad, int t0, const int nt,
             }
         }
     }
-    #pragma GCC unroll 8
+    #pragma GCC unroll 4
     for (int t = 0; t < nt; t++) vst1q_f32(out + t * p->ostride, acc[t]);
 }
 
 static INLINE void q8_tile_neon_n(const Tile *p, int quad, int t0, const int nt, Dot4 *dot4) {
     float32x4_t acc[4];
     float *out = p->out + t0 * p->ostride + 4 * quad;
-    #pragma GCC unroll 8
+    #pragma GCC unroll 4
     for (int t = 0; t < nt; t++) acc[t] = p->load ? vld1q_f32(out + t * p->ostride) : vdupq_n_f32(0.0f);
     for (int b = 0; b < p->nb; b++) {
         const BlockQ8x16 *blk = (const BlockQ8x16 *)p->w + b;
         int32x4_t isum[4];
-        #pragma GCC unroll 8
+        #pragma GCC unroll 4
         for (int t = 0; t < nt; t++) isum[t] = vdupq_n_s32(0);
         for (int i = 0; i < 8; i++) {
             if (quad == 0 && t0 == 0) prefetch_lines(blk, p->prefetch, nt == 1, 0, i);
             int8x16_t v = vld1q_s8(blk->q + 64 * i + 16 * quad);
-            #pragma GCC unroll 8
+            #pragma GCC unroll 4
             for (int t = 0; t < nt; t++)
                 isum[t] = dot4(isum[t], v, broadcast4_neon(p->xq + (t0 + t) * p->xstride + QK8 * b + 4 * i));
         }
         float32x4_t d = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(blk->d + 4 * quad)));
-        #pragma GCC unroll 8
+        #pragma GCC unroll 4
         for (int t = 0; t < nt; t++)
             acc[t] = vfmaq_f32(acc[t], vcvtq_f32_s32(isum[t]), vmulq_n_f32(d, p->dx[(t0 + t) * p->bstride + b]));
     }
-    #pragma GCC unroll 8
+    #pragma GCC unroll 4
     for (int t = 0; t < nt; t++) vst1q_f32(out + t * p->ostride, acc[t]);
 }
 
