@@ -2134,6 +2134,8 @@ static const Kernels kernels_amx = {"amx", q4_tile_amx, q8_tile_amx, q4_scales_a
 #endif // x86
 
 // ---- arm64: NEON, and NEON with the dot-product instructions (sdot: ARMv8.2, optional before 8.4)
+//
+// As on x86, a body per number of tokens, its token loops unrolled by their largest trip count (for clang).
 #if defined(__aarch64__)
 #include <arm_neon.h>
 #define HAVE_NEON_KERNELS
