@@ -2636,8 +2636,9 @@ static void matmul_group(const Kernels *k, const Tensor *w, int g, int g2, const
 // to bf16, eight q4 or 32 q8 blocks at a time (up to 128 KiB for both groups: a whole range of a 256-token
 // chunk), each q4 block's scales just before it so that the widening's prefetches cover them; then tiles of
 // 32 tokens x both groups over them. Each such step loads and stores the tiles' sums once: with four q4
-// blocks per step, prefill was 7-20% slower (Intel Xeon, 2 threads: 128 tokens 20.9-22.7 tok/s against
-// 25.1-25.8, 512 tokens 22.0-23.5 against 25.2-25.8); with 16 (the range of a 128-token chunk) 5% slower.
+// blocks per step, prefill was slower (Intel Xeon, 2 threads, alternating runs: 128 tokens 20.9-22.7 tok/s
+// against 25.1-25.8, 512 tokens 16.3-22.8 against 23.5-24.1); with 16 (the range of a 128-token chunk) 5%
+// slower.
 static void matmul_groups_bf16(const Kernels *k, const Tensor *w, int g, int g2, const QuantizedActs *a, int n,
                                int k0, int k1, const Sums *out) {
     int q4 = w->type == TYPE_Q4, block = q4 ? QK4 : QK8, step = q4 ? 8 : 32, ng = g2 >= 0 ? 2 : 1;
