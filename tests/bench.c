@@ -131,13 +131,16 @@ static double measure_bandwidth(void) {
 }
 
 // Reading a model file's pages where run reads them, through a shared mmap of the page cache with 2 MiB pages
-// asked for, as run does (the file should be cached: bench.sh reads it first): up to 4 GiB of it, the best of
-// 1, 2 and 4 streams per thread with and without software prefetch.
+// asked for, as run does (the file should be cached: bench.sh reads it first): all of it, since decoding reads
+// nearly all of it for every token, the best of 1, 2 and 4 streams per thread with and without software
+// prefetch. On some machines a working set that big reads slower than the yardstick's 2 GiB: on an Intel Xeon
+// virtual machine, two plain streams of fresh memory read 16.5-17.2 GB/s on 1 thread over 2 GiB, 12.6-13.4
+// over 8 GiB and 10.8-11.3 over 16 GiB (in 1 GiB pages the same decline, so not the guest's TLB).
 static int measure_file_bandwidth(const char *path) {
     int fd = open(path, O_RDONLY);
     struct stat st;
     if (fd < 0 || fstat(fd, &st) != 0) { perror(path); return 1; }
-    size_t bytes = (size_t)st.st_size < ((size_t)4 << 30) ? (size_t)st.st_size : (size_t)4 << 30;
+    size_t bytes = (size_t)st.st_size;
     const uint8_t *map = mmap(NULL, bytes, PROT_READ, MAP_SHARED, fd, 0);
     close(fd);
     if (map == MAP_FAILED) { perror(path); return 1; }
