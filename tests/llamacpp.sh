@@ -14,7 +14,7 @@ rounds=${1:-2}
 cores=$( (lscpu -p=CORE,SOCKET 2>/dev/null | grep -v '^#' | sort -u | wc -l) || sysctl -n hw.physicalcpu)
 threads=${THREADS:-$cores}
 prompt_tokens=${PROMPT_TOKENS:-128}
-python=$(for p in /usr/bin/python3 python3; do $p -c 'import numpy' 2>/dev/null && echo $p && break; done)
+python=$(for p in /usr/bin/python3 python3; do $p -c 'import numpy' 2>/dev/null && echo $p && break; done; true)
 [ -n "$python" ] || { echo "llamacpp.sh: needs python3 with numpy (Debian: python3-numpy)" >&2; exit 1; }
 command -v npm > /dev/null || { echo "llamacpp.sh: needs node and npm" >&2; exit 1; }
 gguf=weights/synthetic-24b-q4_0.gguf
