@@ -45,7 +45,7 @@ bench-small: all tools tests/bench
 
 # llama.cpp on the same shapes, alternating with run (needs npm's registry once), see tests/llamacpp.sh
 bench-llamacpp: all tools
-	sh tests/llamacpp.sh
+	PYTHON="$(PYTHON)" sh tests/llamacpp.sh
 
 test: all tools
 	@test -n "$(PYTHON)" || { echo "make test: no python3 with numpy found (apt-get install python3-numpy python3-pil python3-opencv)"; exit 1; }

@@ -5,7 +5,7 @@
 # included, chosen at run time) from npm's registry under weights/llamacpp/, and makes a GGUF with random
 # Q4_0 weights in the 24B text shapes (export/synthetic_gguf.py, numpy; 13.4 GB, made once under weights/).
 #
-#   tests/llamacpp.sh [ROUNDS]     (THREADS=N as for bench.sh; PROMPT_TOKENS=N, default 128)
+#   tests/llamacpp.sh [ROUNDS]     (THREADS=N as for bench.sh; PROMPT_TOKENS=N, default 128; PYTHON=...)
 #
 # Each round runs llama.cpp, then run on weights/synthetic-24b-q4.bin with the same prompt length and 64
 # generated tokens, each reading its file into the page cache first (both do not fit in 24 GiB at once).
@@ -14,8 +14,9 @@ rounds=${1:-2}
 cores=$( (lscpu -p=CORE,SOCKET 2>/dev/null | grep -v '^#' | sort -u | wc -l) || sysctl -n hw.physicalcpu)
 threads=${THREADS:-$cores}
 prompt_tokens=${PROMPT_TOKENS:-128}
-python=$(for p in /usr/bin/python3 python3; do $p -c 'import numpy' 2>/dev/null && echo $p && break; done; true)
-[ -n "$python" ] || { echo "llamacpp.sh: needs python3 with numpy (Debian: python3-numpy)" >&2; exit 1; }
+python=${PYTHON:-python3}  # make passes the one it found with numpy
+"$python" -c 'import numpy' 2> /dev/null ||
+    { echo "llamacpp.sh: $python cannot import numpy (Debian: python3-numpy; PYTHON=... picks another)" >&2; exit 1; }
 command -v npm > /dev/null || { echo "llamacpp.sh: needs node and npm" >&2; exit 1; }
 gguf=weights/synthetic-24b-q4_0.gguf
 model=weights/synthetic-24b-q4.bin

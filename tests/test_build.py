@@ -1,6 +1,6 @@
-"""The other builds a user may make: without OpenMP, with clang (with and without OpenMP); and `make demo`,
-the newcomer's first command. (tests/test_kernels.py builds the kernel tests these ways and for arm64.)"""
-import os, shutil, subprocess
+"""The other builds a user may make: without OpenMP, with clang (with and without OpenMP); `make demo`,
+the newcomer's first command; and what `make bench-llamacpp` says when its tools are missing. (tests/test_kernels.py builds the kernel tests these ways and for arm64.)"""
+import os, shutil, subprocess, sys
 
 import numpy as np
 
@@ -65,3 +65,20 @@ def test_make_demo():
     assert p.returncode == 0, p.stderr[-2000:]
     assert "generated: 40 tokens" in p.stderr, p.stderr[-2000:]
     assert os.path.exists(os.path.join(REPO, "weights", "demo-q4.bin"))
+
+
+def test_bench_llamacpp_without_its_tools():
+    """tests/llamacpp.sh without numpy or without npm: one line, exit 1, before installing or writing anything."""
+    script, gguf = os.path.join(REPO, "tests", "llamacpp.sh"), os.path.join(REPO, "weights", "synthetic-24b-q4_0.gguf")
+    had_gguf = os.path.exists(gguf)
+    p = subprocess.run(["sh", script, "0"], cwd=REPO, env={**os.environ, "PYTHON": "false"}, capture_output=True,
+                       text=True)
+    assert (p.returncode, p.stderr) == (1, "llamacpp.sh: false cannot import numpy (Debian: python3-numpy; "
+                                           "PYTHON=... picks another)\n"), p.stderr
+    tools = scratch("no-npm")  # a PATH with what the script runs before its checks, and no npm
+    for tool in ["lscpu", "grep", "sort", "wc"]:
+        os.symlink(shutil.which(tool), os.path.join(tools, tool))
+    p = subprocess.run(["/bin/sh", script, "0"], cwd=REPO, env={"PATH": tools, "PYTHON": sys.executable},
+                       capture_output=True, text=True)
+    assert (p.returncode, p.stderr) == (1, "llamacpp.sh: needs node and npm\n"), p.stderr
+    assert os.path.exists(gguf) == had_gguf, "wrote a GGUF although it stopped"
